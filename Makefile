@@ -1,0 +1,47 @@
+# The kit's entry points. Every target creates .venv on first use (a bare machine needs only
+# python3 with venv; torch==2.13.0 resolves to the CPU build this machine ships).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: help venv demo test test-fast lab book notebooks release clean
+
+help:
+	@echo "make demo      release the assignments, autograde the sample submissions, write build/demo/"
+	@echo "make test      run every test (library, notebooks, release sync, autograder end to end)"
+	@echo "make lab       open JupyterLab on the repository (students start here)"
+	@echo "make book      execute the course notebooks and render them to build/book/*.html"
+	@echo "make notebooks rebuild course/*.ipynb and assignments/ from their py:percent sources"
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (attnkit)" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/attnkit demo --out build/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" tests
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=.
+
+book: $(STAMP)
+	$(BIN)/attnkit book --out build/book
+
+notebooks release: $(STAMP)
+	$(BIN)/attnkit build
+	$(BIN)/attnkit release
+
+clean:
+	rm -rf build .pytest_cache

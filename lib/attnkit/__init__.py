@@ -1,0 +1,30 @@
+"""attnkit: attention and its efficient variants, with a dense reference beside every fast path.
+
+    from attnkit import dense_attention, VARIANTS
+    out = VARIANTS["dense"](q, k, v)          # (B, H, N, D) in, (B, H, N, D) out
+
+Modules, one per family: ``dense`` (the reference), ``masks`` (patterns as mask functions),
+``modules`` (multi-head attention), ``measure`` (FLOPs, largest tensor, peak memory, timer),
+``grading`` (checks for notebook test cells), ``plot`` (heatmaps and mask grids).
+"""
+from . import grading, masks, measure, plot
+from .dense import dense_attention, softmax
+from .masks import and_masks, causal, causal_mask, full, materialize, or_masks
+from .measure import compare_speed, count_flops, largest_intermediate, peak_memory
+from .modules import MultiHeadAttention, merge_heads, split_heads
+from .registry import VARIANTS, Variant, register
+
+register(
+    "dense", dense_attention, family="dense",
+    cost="O(N·M·D) time, O(N·M) memory",
+    paper="Vaswani et al. 2017, Attention Is All You Need (arXiv:1706.03762)",
+    example_kwargs={},
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "dense_attention", "softmax", "VARIANTS", "Variant", "register", "MultiHeadAttention",
+    "split_heads", "merge_heads", "full", "causal", "causal_mask", "materialize", "and_masks",
+    "or_masks", "count_flops", "largest_intermediate", "peak_memory", "compare_speed",
+    "grading", "masks", "measure", "plot",
+]

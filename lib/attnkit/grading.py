@@ -1,0 +1,173 @@
+"""Checks that notebook test cells call. Each one raises ``AssertionError`` with a message a
+student can act on: what was expected, what came back, and where it differs.
+
+Test cells use them like this::
+
+    from attnkit import grading
+    q, k, v = grading.random_qkv(2, 3, 16, 8, seed=1)
+    grading.check_tensor(attention(q, k, v), dense_attention(q, k, v), name="attention(q, k, v)")
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .measure import count_flops, largest_intermediate
+
+__all__ = [
+    "random_qkv", "check_type", "check_shape", "check_tensor", "check_causal",
+    "check_weights_on", "check_flops", "check_largest_intermediate", "check_equal_int",
+]
+
+_AXIS_NAMES = "B, H, N, D"
+
+
+def random_qkv(B: int, H: int, N: int, D: int, *, M: int | None = None, seed: int = 0,
+               dtype: torch.dtype = torch.float64, device=None, scale: float = 1.0):
+    """Fresh random ``q (B, H, N, D)``, ``k, v (B, H, M, D)`` from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    M = N if M is None else M
+    q = torch.randn(B, H, N, D, generator=g, dtype=dtype) * scale
+    k = torch.randn(B, H, M, D, generator=g, dtype=dtype) * scale
+    v = torch.randn(B, H, M, D, generator=g, dtype=dtype)
+    return tuple(t.to(device) if device is not None else t for t in (q, k, v))
+
+
+def check_type(got, name: str = "result") -> None:
+    """The result must be a plain ``torch.Tensor`` (not None, a list, or a NumPy array)."""
+    if got is None:
+        raise AssertionError(f"{name} returned None: did you forget a `return` statement?")
+    if isinstance(got, tuple) and got and isinstance(got[0], Tensor):
+        raise AssertionError(f"{name} returned a tuple of {len(got)} items; return only the tensor.")
+    if type(got) is not Tensor and not (isinstance(got, Tensor) and type(got).__name__ == "Parameter"):
+        raise AssertionError(f"{name} should be a torch.Tensor, got {type(got).__name__}.")
+
+
+def _shape_hint(got: tuple, expected: tuple, axes: str | None) -> str:
+    if sorted(got) == sorted(expected) and got != expected:
+        hint = " The same sizes in another order: did you forget a transpose"
+        if axes and "H" in axes:
+            hint += " (heads go to dim 1: x.view(B, N, H, D).transpose(1, 2))"
+        return hint + "?"
+    if math.prod(got) == math.prod(expected):
+        return " Same number of elements, different layout: check your view/reshape."
+    if len(got) != len(expected):
+        return f" It has {len(got)} dims instead of {len(expected)}."
+    diff = [i for i, (a, b) in enumerate(zip(got, expected)) if a != b]
+    return f" Dimension(s) {diff} differ."
+
+
+def check_shape(got: Tensor, expected: Sequence[int], *, name: str = "result",
+                axes: str | None = _AXIS_NAMES) -> None:
+    """Shape must equal ``expected``; the message names the axes (B, H, N, D by default)."""
+    got_s, exp_s = tuple(got.shape), tuple(expected)
+    if got_s != exp_s:
+        named = f"({axes}) = " if axes and len(axes.split(",")) == len(exp_s) else ""
+        raise AssertionError(f"{name}: expected shape {named}{exp_s}, got {got_s}."
+                             + _shape_hint(got_s, exp_s, axes))
+
+
+def check_tensor(got, expected: Tensor, *, name: str = "result", atol: float = 1e-6,
+                 rtol: float = 1e-5, check_dtype: bool = True, axes: str | None = _AXIS_NAMES) -> None:
+    """``got`` must be a tensor of ``expected``'s shape and dtype, finite where it is, and close.
+
+    On failure the message gives the largest error, where it is, and how many entries differ.
+    """
+    check_type(got, name)
+    check_shape(got, expected.shape, name=name, axes=axes)
+    if check_dtype and got.dtype != expected.dtype:
+        raise AssertionError(f"{name}: expected dtype {expected.dtype}, got {got.dtype}. "
+                             "Keep the inputs' dtype (do not create float32 tensors from float64 inputs).")
+    got_d = got.detach().to("cpu", torch.float64)
+    exp_d = expected.detach().to("cpu", torch.float64)
+    bad_finite = ~torch.isfinite(got_d) & torch.isfinite(exp_d)
+    if bad_finite.any():
+        idx = tuple(bad_finite.nonzero()[0].tolist())
+        raise AssertionError(
+            f"{name}: {int(bad_finite.sum())} entries are NaN or inf (first at index {idx}), "
+            f"where the reference is finite ({exp_d[idx].item():.4g}). "
+            "Large scores overflow exp(): subtract the row maximum before exponentiating.")
+    err = (got_d - exp_d).abs()
+    err = torch.where(torch.isfinite(exp_d), err, torch.zeros_like(err))
+    tol = atol + rtol * exp_d.abs()
+    too_far = err > tol
+    if too_far.any():
+        worst = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+        raise AssertionError(
+            f"{name}: {int(too_far.sum())} of {err.numel()} entries differ from the reference "
+            f"(max abs error {err.max().item():.3g} at index {worst}: "
+            f"got {got_d[worst].item():.6g}, expected {exp_d[worst].item():.6g}; "
+            f"tolerance atol={atol:g}, rtol={rtol:g}).")
+
+
+def check_causal(fn: Callable[..., Tensor], q: Tensor, k: Tensor, v: Tensor, *,
+                 name: str = "attention", atol: float = 1e-9, **kwargs) -> None:
+    """Perturb the future: changing keys/values at positions > t must not change outputs <= t."""
+    N = q.shape[-2]
+    base = fn(q, k, v, **kwargs)
+    check_type(base, name)
+    g = torch.Generator().manual_seed(1234)
+    for t in sorted({0, N // 3, N // 2, N - 2}):
+        if not 0 <= t < N - 1:
+            continue
+        k2, v2 = k.clone(), v.clone()
+        k2[..., t + 1:, :] = torch.randn(k2[..., t + 1:, :].shape, generator=g, dtype=k.dtype)
+        v2[..., t + 1:, :] = torch.randn(v2[..., t + 1:, :].shape, generator=g, dtype=v.dtype)
+        out = fn(q, k2, v2, **kwargs)
+        delta = (out[..., : t + 1, :] - base[..., : t + 1, :]).abs().max().item()
+        if delta > atol:
+            changed = (out - base).abs().amax(dim=tuple(range(out.dim() - 2)) + (-1,))[: t + 1]
+            pos = int(changed.argmax())
+            raise AssertionError(
+                f"{name} is not causal: changing keys/values after position {t} changed the "
+                f"output at position {pos} <= {t} by {delta:.3g}. Query i may only see keys j <= i.")
+
+
+def check_weights_on(weights: Tensor, positions: Sequence[int], *, expected: Sequence[float],
+                     tol: float, name: str = "attention weights") -> None:
+    """Attention ``weights`` (a probability vector over keys) must put ``expected`` mass on ``positions``."""
+    w = weights.detach().to(torch.float64).flatten()
+    for pos, target in zip(positions, expected):
+        if abs(w[pos].item() - target) > tol:
+            top = torch.topk(w, min(3, w.numel()))
+            tops = ", ".join(f"key {int(i)}: {x:.3f}" for x, i in zip(top.values.tolist(), top.indices.tolist()))
+            raise AssertionError(
+                f"{name}: weight on key {pos} is {w[pos].item():.4f}, expected {target:.3f} ± {tol:g}. "
+                f"Largest weights: {tops}.")
+
+
+def check_flops(fn: Callable, *args, max_flops: float, name: str = "your function", **kwargs) -> int:
+    """The call must do at most ``max_flops`` FLOPs (counted by ``torch.utils.flop_counter``)."""
+    flops = count_flops(fn, *args, **kwargs)
+    if flops > max_flops:
+        raise AssertionError(f"{name} did {flops:,} FLOPs; the budget is {int(max_flops):,}. "
+                             "It computes more than the pattern needs.")
+    return flops
+
+
+def check_largest_intermediate(fn: Callable, *args, max_elements: float, name: str = "your function",
+                               **kwargs) -> int:
+    """No tensor the call allocates may have more than ``max_elements`` elements."""
+    rec = largest_intermediate(fn, *args, **kwargs)
+    if rec.numel > max_elements:
+        raise AssertionError(f"{name} allocated a tensor of shape {rec.shape} ({rec.numel:,} elements, "
+                             f"from `{rec.op}`); the limit is {int(max_elements):,}. "
+                             "Something materialises a matrix that is too large.")
+    return rec.numel
+
+
+def check_equal_int(got, expected: int, *, name: str = "result", hint: str = "") -> None:
+    """``got`` must be an integer equal to ``expected`` (a number, not a tensor or a float)."""
+    if isinstance(got, Tensor):
+        if got.numel() != 1:
+            raise AssertionError(f"{name} should be a single integer, got a tensor of shape {tuple(got.shape)}.")
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)) or (
+            isinstance(got, float) and not got.is_integer()):
+        raise AssertionError(f"{name} should be an integer, got {got!r} ({type(got).__name__}).")
+    if int(got) != expected:
+        ratio = f" (your value is {got / expected:.3g}× the expected one)" if expected else ""
+        raise AssertionError(f"{name}: expected {expected:,}, got {int(got):,}{ratio}. {hint}".rstrip())
