@@ -10,6 +10,7 @@ Test cells use them like this::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -165,8 +166,8 @@ def check_equal_int(got, expected: int, *, name: str = "result", hint: str = "")
         if got.numel() != 1:
             raise AssertionError(f"{name} should be a single integer, got a tensor of shape {tuple(got.shape)}.")
         got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)) or (
-            isinstance(got, float) and not got.is_integer()):
+    if isinstance(got, bool) or not isinstance(got, numbers.Real) or (
+            not isinstance(got, numbers.Integral) and not float(got).is_integer()):
         raise AssertionError(f"{name} should be an integer, got {got!r} ({type(got).__name__}).")
     if int(got) != expected:
         ratio = f" (your value is {got / expected:.3g}× the expected one)" if expected else ""

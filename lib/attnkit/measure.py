@@ -82,9 +82,9 @@ class _AllocationRecorder(TorchDispatchMode):
             self._live[key] = nbytes
             self.live_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-            # Freed when the tensor that owns it dies (views kept alive longer are not tracked:
-            # an underestimate only when a caller keeps a view of a temporary).
-            weakref.finalize(t, self._release, key)
+            # Freed when the storage dies, i.e. when its last view dies: composite ops such as
+            # matmul return a view (_unsafe_view) of a tensor that is dropped at once.
+            weakref.finalize(t.untyped_storage(), self._release, key)
         return out
 
 

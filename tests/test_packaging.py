@@ -1,0 +1,88 @@
+"""Packaging stays consistent: one dependency list in two files, the entry points people use."""
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def pip_section_plain(text: str) -> list[str]:
+    """The ``- pip:`` list of environment.yml, read without YAML: the ``- item`` lines indented
+    under ``- pip:`` (comments and blank lines skipped)."""
+    items, pip_indent = None, -1
+    for raw in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not line:
+            continue
+        indent = len(line) - len(line.lstrip())
+        if line.strip() == "- pip:":
+            items, pip_indent = [], indent
+        elif items is not None:
+            if indent <= pip_indent or not line.strip().startswith("- "):
+                break
+            items.append(line.strip()[2:].strip())
+    assert items is not None, "environment.yml has no `- pip:` section"
+    return items
+
+
+def environment_pip_section(text: str) -> list[str]:
+    """The ``pip:`` list under ``dependencies:`` in environment.yml (PyYAML when installed)."""
+    try:
+        import yaml
+    except ImportError:
+        return pip_section_plain(text)
+    deps = yaml.safe_load(text)["dependencies"]
+    return next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+
+
+def test_plain_reader_agrees_with_yaml():
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed: only the plain reader is used")
+    text = (ROOT / "environment.yml").read_text()
+    deps = yaml.safe_load(text)["dependencies"]
+    assert pip_section_plain(text) == next(d["pip"] for d in deps if isinstance(d, dict))
+
+
+def test_environment_and_pyproject_list_the_same_requirements():
+    declared = pyproject()["project"]["dependencies"]
+    pip = [r for r in environment_pip_section((ROOT / "environment.yml").read_text()) if r != "-e ."]
+    assert sorted(pip) == sorted(declared), (
+        f"only in environment.yml: {sorted(set(pip) - set(declared))}; "
+        f"only in pyproject.toml: {sorted(set(declared) - set(pip))}")
+    assert len(set(declared)) == len(declared), "pyproject.toml lists a requirement twice"
+
+
+def test_environment_installs_the_kit_itself():
+    assert "-e ." in environment_pip_section((ROOT / "environment.yml").read_text())
+
+
+def test_console_script_is_declared_and_resolves():
+    target = pyproject()["project"]["scripts"]["attnkit"]
+    assert target == "attnkit.cli:main"
+    module, func = target.split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_ci_runs_make_test():
+    lines = [l.split("#", 1)[0].strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in lines
+
+
+def test_makefile_has_the_entry_targets():
+    text = (ROOT / "Makefile").read_text()
+    targets = set()
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_. -]+?)\s*:(?!=)", line)
+        if m:
+            targets.update(m.group(1).split())
+    assert {"demo", "test", "lab"} <= targets, f"Makefile targets: {sorted(targets)}"
+    phony = re.search(r"^\.PHONY:(.*)$", text, re.M)
+    assert phony and {"demo", "test", "lab"} <= set(phony.group(1).split())
