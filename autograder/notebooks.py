@@ -7,6 +7,8 @@ readers and students open are built from them, without outputs.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import jupytext
@@ -30,6 +32,21 @@ def read_source(path: Path) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nbformat.validator.normalize(nb)
+    return stable_ids(nb)
+
+
+def stable_ids(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Give cells ids that do not change between builds: the grade id, else a content hash."""
+    used: set[str] = set()
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        base = re.sub(r"[^A-Za-z0-9_-]", "-", gid)[:56] if gid else \
+            hashlib.sha1(f"{cell.cell_type}\0{cell.source}".encode()).hexdigest()[:10]
+        cid, n = base, 1
+        while cid in used:
+            cid, n = f"{base}-{n}", n + 1
+        used.add(cid)
+        cell.id = cid
     return nb
 
 

@@ -1,0 +1,59 @@
+"""Per-assignment grading settings.
+
+nbgrader's defaults suit short exercises; ours run small training loops and speed checks, so
+each assignment may set its own per-cell time limit here. Anything not listed gets
+``DEFAULT``. The ``attnkit grade --timeout`` option overrides the table for one run.
+
+Grade cells score 0 when they write *anything* to stderr, so harmless noise (Python warnings,
+tqdm progress bars) is stripped by nbgrader's ``IgnorePattern`` preprocessor before grades are
+computed. ``IGNORE_STDERR`` is the list of regular expressions for that; an assignment can add
+its own with ``AssignmentSpec.ignore_stderr``. Exceptions are ``error`` outputs, not stderr, so
+stripping stderr can never turn a failing test into a passing one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Matched with re.search in multi-line mode (``^`` is the start of any line).
+IGNORE_STDERR: tuple[str, ...] = (
+    r"^.*:\d+: \w*Warning: ",  # warnings.showwarning: "file.py:12: UserWarning: ..."
+    r"^\[W\S* ",               # PyTorch C++ warnings: "[W1123 10:00:00.000 ...]"
+    r"\d+%\|",                 # tqdm bar with a total: " 50%|#####     | 5/10 [...]"
+    r"\d+it \[\d+:\d+",        # tqdm bar without a total: "10it [00:01, 9.90it/s]"
+)
+
+
+@dataclass(frozen=True)
+class AssignmentSpec:
+    """How to grade one assignment.
+
+    timeout: seconds each cell may run before nbgrader interrupts it (nbgrader's default is 30).
+    title: a human-readable name for reports.
+    ignore_stderr: extra regular expressions of stderr output that must not zero a grade cell.
+    """
+
+    timeout: int = 60
+    title: str = ""
+    ignore_stderr: tuple[str, ...] = ()
+
+    def ignore_pattern(self) -> str:
+        """One regular expression for ``c.IgnorePattern.pattern``."""
+        return "(?m)" + "|".join(f"(?:{p})" for p in IGNORE_STDERR + self.ignore_stderr)
+
+
+DEFAULT = AssignmentSpec()
+
+ASSIGNMENTS: dict[str, AssignmentSpec] = {
+    "a1_attention_basics": AssignmentSpec(timeout=120, title="Attention from scratch"),
+    "a2_sparse_patterns": AssignmentSpec(timeout=180, title="Fixed sparse patterns"),
+    "a3_low_rank_and_kernels": AssignmentSpec(timeout=180, title="Low rank and kernels"),
+    "a4_content_based": AssignmentSpec(timeout=180, title="Content-based sparsity"),
+    "a5_learnable_window": AssignmentSpec(timeout=300, title="A learnable attention window"),
+    "a6_gpu_kernels": AssignmentSpec(timeout=300, title="GPU kernels"),
+    "a7_capstone": AssignmentSpec(timeout=600, title="Long-range benchmark"),
+}
+
+
+def spec_for(name: str) -> AssignmentSpec:
+    """The settings for ``name`` (``DEFAULT`` for an assignment not in the table)."""
+    return ASSIGNMENTS.get(name, DEFAULT)

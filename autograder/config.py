@@ -1,0 +1,138 @@
+"""nbgrader configuration and the process environment nbgrader runs in.
+
+Every staged course directory gets a plain ``nbgrader_config.py``, so an instructor can also
+``cd`` there and run the ``nbgrader`` command line (or formgrader) on the same gradebook. The
+pipeline loads that very file, so the command line and the pipeline never disagree.
+
+``nbgrader_session`` wraps calls into nbgrader:
+
+- the virtualenv's ``bin/`` goes first on ``PATH`` (nbgrader shells out to ``alembic`` when it
+  creates a gradebook), and the grading kernel, started with the kernelspec ``python3`` whose
+  ``argv[0]`` is ``python``, resolves to this interpreter (``sys.executable``);
+- ``PYTHONWARNINGS=ignore`` is set for the kernels it starts, so warnings do not reach stderr;
+- nbgrader's log, Python warnings and whatever the kernels write to the process's stderr go
+  to a log file, so the console shows only what the pipeline prints.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+COURSE_ID = "attnkit"
+KERNEL_NAME = "python3"
+
+_TEMPLATE = '''\
+"""nbgrader configuration written by the attnkit autograder (safe to edit for one-off runs)."""
+c = get_config()  # noqa: F821
+
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = {course_id!r}
+c.CourseDirectory.db_url = {db_url!r}
+c.Exchange.root = {exchange!r}  # unused; keeps nbgrader from probing /usr/local/share
+
+# The grading kernel: the course's virtualenv python ("python3" kernelspec, argv[0] "python").
+c.ExecutePreprocessor.kernel_name = {kernel!r}
+# Seconds each cell may run; a cell that runs longer is interrupted and shows CellTimeoutError.
+# (nbgrader's Execute preprocessor is an ExecutePreprocessor, so this applies to it.)
+c.ExecutePreprocessor.timeout = {timeout!r}
+
+# Any stderr output zeroes a grade cell: strip known-harmless noise (warnings, progress bars).
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = {pattern!r}
+'''
+
+
+def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
+                course_id: str = COURSE_ID) -> str:
+    """The contents of ``nbgrader_config.py`` for a course directory at ``root``."""
+    return _TEMPLATE.format(root=str(root), course_id=course_id, db_url=db_url,
+                            exchange=str(root / "exchange"),
+                            kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern)
+
+
+def write_config(root: Path, **kwargs) -> Path:
+    """Write ``root/nbgrader_config.py`` (see ``config_text`` for the arguments)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "nbgrader_config.py"
+    path.write_text(config_text(root, **kwargs))
+    return path
+
+
+def load_config(root: Path) -> Config:
+    """Read ``root/nbgrader_config.py`` back into a traitlets ``Config``."""
+    return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+
+
+def make_api(root: Path):
+    """An ``NbGraderAPI`` for the course directory at ``root``, configured from its config file."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    config = load_config(root)
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+@contextlib.contextmanager
+def _environ(**updates: str):
+    old = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _stderr_to(log_file):
+    """Point file descriptor 2 at ``log_file`` (kernels inherit it), then put it back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log_file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def stderr_to_log(log_path: Path):
+    """Send everything written to stderr (ours and the kernels') to ``log_path`` (appended)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log_file, _stderr_to(log_file):
+        yield log_file
+
+
+@contextlib.contextmanager
+def nbgrader_session(log_path: Path):
+    """Run nbgrader quietly: its log and all stderr go to ``log_path`` (appended)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    loggers = [logging.getLogger(name) for name in ("traitlets", "py.warnings", "alembic")]
+    saved = [(lg, lg.propagate, lg.level) for lg in loggers]
+    with stderr_to_log(log_path) as log_file, _environ(PATH=path, PYTHONWARNINGS="ignore"):
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.propagate = False
+            lg.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        try:
+            yield log_file
+        finally:
+            logging.captureWarnings(False)
+            for lg, propagate, level in saved:
+                lg.removeHandler(handler)
+                lg.propagate, lg.level = propagate, level

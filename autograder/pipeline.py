@@ -1,0 +1,250 @@
+"""Grading submissions with nbgrader (releasing is in ``release.py``, re-exported here).
+
+``grade(assignment, submissions, out)`` stages a course directory at ``out/course/``
+(``nbgrader_config.py``, gradebook at ``out/gradebook.db`` unless a ``db_url`` is given), runs
+``generate_assignment`` (gradebook entry, checksums, hidden tests), then for each student
+copies the notebook to ``submitted/<student>/<a>/<a>.ipynb`` and runs ``autograde`` and
+``generate_feedback`` for that student alone. It writes ``grades.csv``, ``cell_scores.csv``,
+``feedback/<student>/<a>.html``, ``report.md``/``report.html`` and ``grading.log`` in ``out``.
+
+A submission that cannot be graded (no notebook, not valid JSON, the kernel died, nbgrader
+failed) has status ``failed``, a one-line reason in ``notes``, no submission in the gradebook
+and score 0 in ``grades.csv``; the other students are graded as usual. A cell that runs past
+the timeout is interrupted, noted, and grading goes on with the next cell.
+
+Re-runs and interruptions: ``out/state.json`` records, per student, the hash of the graded
+notebook and the outcome, written after each student. A re-run keeps students whose notebook
+is unchanged and who were graded (same source notebook, timeout and gradebook, and the grade
+still in the gradebook), retries failed ones and grades new or changed ones; ``force=True``
+re-grades everyone. A student being graded when a run is interrupted is graded again next
+time. Grades live only in the gradebook (nbgrader updates its rows in place, so there are no
+duplicates), and the CSVs and the report are rebuilt from it on every run.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import gradebook as gbk
+from .assignments import spec_for
+from .config import make_api, nbgrader_session
+from .notebooks import solution_source
+from .outcome import describe_notebook, failure_reason
+from .release import (PipelineError, generate_assignment, grade_ids,  # noqa: F401
+                      release, release_notebook, stage_course)
+from .submissions import Submission, collect
+
+# Bump when a change to the pipeline should re-grade submissions that state.json calls unchanged.
+STATE_VERSION = 1
+
+
+@dataclass
+class StudentResult:
+    """The outcome for one student: ``status`` is ``graded`` or ``failed`` (scored 0)."""
+
+    student: str
+    status: str
+    notes: str = ""
+    sha256: str = ""
+    seconds: float = 0.0
+    score: float = 0.0
+    max_score: float = 0.0
+    cached: bool = False
+
+    def line(self) -> str:
+        how = "unchanged, kept" if self.cached else f"{self.seconds:.1f} s"
+        text = f"{self.student}: {self.status} {self.score:g}/{self.max_score:g} ({how})"
+        return text + (f" - {self.notes}" if self.notes else "")
+
+
+@dataclass
+class GradeRun:
+    """Everything a report needs about one grading run."""
+
+    assignment: str
+    out: Path
+    parts: list[tuple[str, float]]
+    results: list[StudentResult] = field(default_factory=list)
+    cells: list[gbk.CellScore] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def max_score(self) -> float:
+        return sum(points for _, points in self.parts)
+
+
+class _State:
+    """``out/state.json``: per student, the notebook hash and outcome of the last grading."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+        data = json.loads(path.read_text()) if path.exists() else {}
+        same = data.get("settings") == settings
+        self.students: dict[str, dict] = data.get("students", {}) if same else {}
+        self.fresh = not same
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": self.settings, "students": self.students},
+                                  indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _grade_one(api, root: Path, out: Path, assignment: str, sub: Submission,
+               db_url: str, parts) -> StudentResult:
+    """Autograde one student's submission in the staged course and copy the feedback out."""
+    start = time.perf_counter()
+    result = StudentResult(sub.student, "failed", sha256=sub.sha256)
+    for folder in ("submitted", "autograded", "feedback"):
+        shutil.rmtree(root / folder / sub.student / assignment, ignore_errors=True)
+    feedback = out / "feedback" / sub.student / f"{assignment}.html"
+    feedback.unlink(missing_ok=True)
+    if sub.problem:
+        result.notes = sub.problem
+    else:
+        try:
+            _autograde(api, root, out, assignment, sub, db_url, parts, result)
+        except Exception as exc:  # a bug or an nbgrader surprise must not stop the others
+            result.status, result.notes = "failed", f"grading error: {type(exc).__name__}: {exc}"
+    if result.status == "failed":
+        gbk.discard_submission(db_url, assignment, sub.student)
+    result.notes = "; ".join(filter(None, [result.notes, sub.note]))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_url: str,
+               parts, result: StudentResult) -> None:
+    """Submit, autograde and generate feedback for one student; fill in ``result``."""
+    dest = root / "submitted" / sub.student / assignment
+    dest.mkdir(parents=True)
+    shutil.copyfile(sub.notebook, dest / f"{assignment}.ipynb")
+    if (sub.notebook.parent / "timestamp.txt").exists():  # nbgrader's submission time
+        shutil.copyfile(sub.notebook.parent / "timestamp.txt", dest / "timestamp.txt")
+    graded = api.autograde(assignment, sub.student, force=True, create=True)
+    if not graded["success"]:
+        result.notes = "autograde failed: " + failure_reason(graded)
+        return
+    cells = gbk.cell_scores(db_url, assignment, [sub.student], [g for g, _ in parts])
+    autograded = root / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
+    result.status = "graded"
+    result.notes = describe_notebook(autograded, parts, cells)
+    fb = api.generate_feedback(assignment, sub.student, force=True)
+    html = root / "feedback" / sub.student / assignment / f"{assignment}.html"
+    if fb["success"] and html.exists():
+        (out / "feedback" / sub.student).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(html, out / "feedback" / sub.student / f"{assignment}.html")
+    else:
+        result.notes = "; ".join(filter(None, [result.notes, "no feedback: " + failure_reason(fb)]))
+
+
+def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None = None,
+          db_url: str | None = None, timeout: int | None = None, force: bool = False,
+          jobs: int = 1, echo=print) -> GradeRun:
+    """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
+
+    ``jobs`` > 1 autogrades that many students at once, each in its own process (all in the
+    one staged course directory and gradebook; each student has folders of their own).
+    """
+    from .report import write_report
+
+    begin = time.perf_counter()
+    source = Path(source).resolve() if source else solution_source(assignment)
+    if not Path(submissions).exists():
+        raise FileNotFoundError(f"no submissions at {submissions}")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / "course"
+    timeout = int(timeout or spec_for(assignment).timeout)
+    db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one grading run per output folder at a time
+        nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
+        parts = grade_ids(nb)
+        digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
+        settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
+                    "timeout": timeout, "db_url": db_url,
+                    "stderr_pattern": spec_for(assignment).ignore_pattern()}
+        state = _State(out / "state.json", settings)
+        subs = collect(Path(submissions), assignment, out / "incoming")
+        run = GradeRun(assignment, out, parts)
+        with nbgrader_session(out / "grading.log") as log:
+            log.write(f"=== grading {assignment}: {len(subs)} submissions from {submissions}\n")
+            api = make_api(root)
+            if (state.fresh or not (root / "release" / assignment).exists()
+                    or not gbk.has_assignment(db_url, assignment)):
+                generate_assignment(api, assignment)
+                state.students = {}
+            results, todo = {}, []
+            for sub in subs:
+                old = state.students.get(sub.student)
+                if (not force and old and old["status"] == "graded" and not sub.problem
+                        and old["sha256"] == sub.sha256
+                        and gbk.has_assignment(db_url, assignment, sub.student)):
+                    results[sub.student] = StudentResult(**{**old, "cached": True})
+                else:
+                    todo.append(sub)
+                    state.students.pop(sub.student, None)  # if interrupted: graded again
+            state.save()
+            for res in results.values():
+                _score(res, db_url, assignment, run.max_score)
+                echo("  " + res.line())
+            job = (root, out, assignment, db_url, parts)
+            for res in _grade_all(api, job, todo, jobs):
+                state.students[res.student] = {k: v for k, v in asdict(res).items() if k in
+                                               ("student", "status", "notes", "sha256", "seconds")}
+                state.save()
+                results[res.student] = res
+                _score(res, db_url, assignment, run.max_score)
+                echo("  " + res.line())
+            run.results = [results[s.student] for s in subs]
+            students = [r.student for r in run.results]
+            run.cells = gbk.cell_scores(db_url, assignment, students, [g for g, _ in parts])
+            rows = gbk.export_rows(db_url, assignment, students)
+        by_student = {r.student: r for r in run.results}
+        for row in rows:
+            row["status"] = by_student[row["student_id"]].status
+            row["notes"] = by_student[row["student_id"]].notes
+        gbk.write_csv(out / "grades.csv", gbk.GRADE_COLUMNS, rows)
+        gbk.write_csv(out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])
+        run.seconds = time.perf_counter() - begin
+        write_report(run)
+    return run
+
+
+def _grade_in_worker(job: tuple, sub: Submission) -> StudentResult:
+    """``_grade_one`` in a worker process (its own nbgrader API; log to the same file)."""
+    root, out, assignment, db_url, parts = job
+    with nbgrader_session(out / "grading.log"):
+        return _grade_one(make_api(root), root, out, assignment, sub, db_url, parts)
+
+
+def _grade_all(api, job: tuple, todo: list[Submission], jobs: int):
+    """Yield each student's result as it is ready: in this process, or in ``jobs`` workers."""
+    root, out, assignment, db_url, parts = job
+    if jobs <= 1 or len(todo) <= 1:
+        for sub in todo:
+            yield _grade_one(api, root, out, assignment, sub, db_url, parts)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding kernels
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_grade_in_worker, job, sub) for sub in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -> None:
+    """Fill in the total score from the gradebook (0 for a failed submission)."""
+    res.max_score = max_score
+    cells = gbk.cell_scores(db_url, assignment, [res.student], []) if res.status == "graded" else []
+    res.score = sum(c.score or 0.0 for c in cells)

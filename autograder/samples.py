@@ -1,0 +1,116 @@
+"""Sample submissions: fake students that exercise the whole grading pipeline.
+
+Each sample starts from the released student notebook (``assignments/<a>/<a>.ipynb``, exactly
+what a student downloads) and fills its answer cells from a recipe:
+
+- ``"solution"``: the code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` in the source;
+- ``("wrong", i)``: plausible wrong answer number ``i`` of ``solutions/<a>/wrong_answers.py``;
+- ``("code", text)``: literal code;
+- a cell not named keeps the released stub (``raise NotImplementedError()``).
+
+``attnkit samples`` rewrites ``autograder/samples/<a>/<student>/<a>.ipynb``; a test checks that the
+committed files are what the recipes produce, and ``test_autograder_e2e.py`` that they get the
+scores in ``EXPECTED``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+
+from .notebooks import ASSIGNMENTS, ROOT, read_source, solution_source, write_notebook
+
+SAMPLES_DIR = ROOT / "autograder" / "samples"
+
+_A1_ANSWERS = ["attention", "copy_query", "average_query", "two_head_queries",
+               "multi_head_attention", "causal", "attention_flops"]
+
+RECIPES: dict[str, dict[str, dict[str, object]]] = {
+    "a1_attention_basics": {
+        # Everything right: full marks.
+        "full": {cell: "solution" for cell in _A1_ANSWERS},
+        # The notebook as released: zero.
+        "blank": {},
+        # Right on attention, copying, multi-head and FLOPs; one mistake each elsewhere.
+        "partial": {
+            "attention": "solution", "copy_query": "solution", "average_query": ("wrong", 5),
+            "two_head_queries": ("wrong", 7), "multi_head_attention": "solution",
+            "causal": ("wrong", 11), "attention_flops": "solution",
+        },
+        # The first answer cell raises on import; the parts that do not need attention() still count.
+        "crash_early": {
+            **{cell: "solution" for cell in _A1_ANSWERS},
+            "attention": ("code", "from my_helpers import stable_softmax  # a file that was not submitted\n\n"
+                                  "def attention(q, k, v, mask=None):\n"
+                                  "    weights = stable_softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask)\n"
+                                  "    return weights @ v\n"),
+        },
+    },
+}
+
+# Expected total scores (out of the assignment's maximum) for each sample.
+EXPECTED: dict[str, dict[str, float]] = {
+    "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0},
+}
+
+_SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",
+                          re.MULTILINE | re.DOTALL)
+
+
+def _strip_markers(source: str) -> str:
+    """The source cell as a student would have written it: solution markers removed."""
+    return _SOLUTION_RE.sub(lambda m: m.group(1), source)
+
+
+def _wrong_answers(name: str) -> list[dict]:
+    path = solution_source(name).parent / "wrong_answers.py"
+    spec = importlib.util.spec_from_file_location(f"wrong_answers_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WRONG_ANSWERS
+
+
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def build_sample(name: str, recipe: dict[str, object]) -> nbformat.NotebookNode:
+    """The released notebook of assignment ``name`` with answer cells filled by ``recipe``."""
+    released = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
+    solutions = {_grade_id(c): c.source for c in read_source(solution_source(name)).cells}
+    wrong = _wrong_answers(name) if any(isinstance(v, tuple) and v[0] == "wrong"
+                                        for v in recipe.values()) else []
+    nb = copy.deepcopy(released)
+    cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
+    for cell_id, how in recipe.items():
+        if cell_id not in cells:
+            raise KeyError(f"{name}: no answer cell {cell_id!r} in the released notebook")
+        if how == "solution":
+            text = _strip_markers(solutions[cell_id])
+        elif how[0] == "wrong":
+            entry = wrong[how[1]]
+            if entry["cell"] != cell_id:
+                raise ValueError(f"wrong answer {how[1]} is for cell {entry['cell']!r}, not {cell_id!r}")
+            text = entry["source"].strip() + "\n"
+        elif how[0] == "code":
+            text = how[1]
+        else:
+            raise ValueError(f"unknown recipe entry {how!r}")
+        cells[cell_id].source = text.rstrip("\n")
+    return nb
+
+
+def sample_path(name: str, student: str) -> Path:
+    return SAMPLES_DIR / name / student / f"{name}.ipynb"
+
+
+def write_samples(names: list[str] | None = None) -> list[Path]:
+    """Rewrite the committed sample submissions from their recipes."""
+    written = []
+    for name in names or sorted(RECIPES):
+        for student, recipe in RECIPES[name].items():
+            written.append(write_notebook(build_sample(name, recipe), sample_path(name, student)))
+    return written

@@ -1,0 +1,202 @@
+"""The ``attnkit`` command: build notebooks, release assignments, autograde, demo, book.
+
+    attnkit build                         course/NN_*.py -> course/NN_*.ipynb
+    attnkit release [ASSIGNMENT ...]      solutions/<a>/<a>.py -> assignments/<a>/<a>.ipynb
+    attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force] [--jobs N]
+    attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
+    attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
+    attnkit book [--out build/book]       execute the course notebooks, render them to HTML
+
+The grading pipeline lives in the ``autograder`` package (imported only when a command needs
+it, so ``import attnkit`` stays light). ``attnkit grade`` prints one line per student while it
+works and a grade table at the end; nbgrader's own log goes to ``DIR/grading.log``. Re-running
+it on the same ``DIR`` re-grades only submissions whose notebook changed (``--force``: all).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_build(args) -> int:
+    from autograder.notebooks import build_course
+
+    for path in build_course():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_release(args) -> int:
+    from autograder.notebooks import assignment_names
+    from autograder.pipeline import release
+
+    names = args.assignments or assignment_names()
+    if not names:
+        print("no assignments found in solutions/")
+    for name in names:
+        print(f"released {release(name)}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from autograder.pipeline import grade
+    from autograder.report import format_table
+
+    out = Path(args.out or f"build/grade/{args.assignment}")
+    print(f"grading {args.assignment} from {args.submissions} into {out} "
+          f"(nbgrader log: {out / 'grading.log'})")
+    run = grade(args.assignment, Path(args.submissions), out, source=args.source,
+                db_url=args.db, timeout=args.timeout, force=args.force, jobs=args.jobs)
+    print()
+    print(format_table(run))
+    print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from autograder.gradebook import GRADE_COLUMNS, read_csv, write_csv
+    from autograder.notebooks import ROOT, assignment_names
+    from autograder.pipeline import grade, release
+    from autograder.report import format_table, write_index
+
+    out = Path(args.out).resolve()
+    runs, rows = [], []
+    for name in assignment_names():
+        print(f"released {release(name)}")
+        samples = Path(args.samples or ROOT / "autograder" / "samples") / name
+        if not samples.is_dir():
+            print(f"  no sample submissions for {name} (looked in {samples})")
+            continue
+        print(f"grading the samples of {name}")
+        run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
+                    jobs=args.jobs)
+        print(format_table(run) + "\n")
+        runs.append(run)
+        rows += read_csv(run.out / "grades.csv")
+    if not runs:
+        print("nothing to grade")
+        return 1
+    write_csv(out / "grades.csv", GRADE_COLUMNS, rows)
+    print(f"wrote {out / 'grades.csv'} and {write_index(out, runs)}")
+    return 0
+
+
+def cmd_samples(args) -> int:
+    from autograder.samples import write_samples
+
+    for path in write_samples(args.assignments or None):
+        print(f"wrote {path}")
+    return 0
+
+
+def _title(nb, default: str) -> str:
+    """The first markdown heading of a notebook."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return default
+
+
+def cmd_book(args) -> int:
+    import html
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbconvert import HTMLExporter
+
+    from autograder.config import stderr_to_log
+    from autograder.notebooks import COURSE, course_sources, read_source
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pages, failed = [], []
+    for src in course_sources():
+        print(f"executing {src.name} ...", flush=True)
+        nb = read_source(src)
+        client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(COURSE)}})
+        try:
+            with stderr_to_log(out / "book.log"):
+                client.execute()
+        except CellExecutionError as exc:
+            failed.append(src.name)
+            print(f"  {src.name} failed: {str(exc).strip().splitlines()[-1]}")
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        page = out / f"{src.stem}.html"
+        page.write_text(body)
+        nbformat.write(nb, str(out / f"{src.stem}.ipynb"))
+        pages.append((page, _title(nb, src.stem)))
+        print(f"  wrote {page}")
+    links = "".join(f"<li><a href='{p.name}'>{html.escape(t)}</a></li>" for p, t in pages)
+    (out / "index.html").write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+                                    f"<title>attnkit course</title></head><body><h1>Course</h1>"
+                                    f"<ol>{links}</ol></body></html>\n")
+    print(f"wrote {out / 'index.html'} ({len(pages)} chapters, {len(failed)} failed)")
+    return 1 if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    usage = __doc__.split("\n\n")[1]
+    p = argparse.ArgumentParser(prog="attnkit", epilog=usage,
+                                description="Build, release and autograde the attnkit course.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("build", help="rebuild course/NN_*.ipynb from course/NN_*.py").set_defaults(fn=cmd_build)
+
+    r = sub.add_parser("release", help="write assignments/<a>/<a>.ipynb with nbgrader")
+    r.add_argument("assignments", nargs="*", help="default: every assignment in solutions/")
+    r.set_defaults(fn=cmd_release)
+
+    g = sub.add_parser("grade", help="autograde a folder or zip of submissions")
+    g.add_argument("assignment")
+    g.add_argument("submissions", help="folder with one sub-folder (or notebook) per student, or a .zip")
+    g.add_argument("--out", help="output folder (default build/grade/ASSIGNMENT)")
+    g.add_argument("--db", help="gradebook SQLAlchemy URL (default sqlite:///OUT/gradebook.db)")
+    g.add_argument("--timeout", type=int, help="seconds per cell (default: autograder/assignments.py)")
+    g.add_argument("--source", help="source notebook (py:percent) instead of solutions/<a>/<a>.py")
+    g.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
+    g.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    g.set_defaults(fn=cmd_grade)
+
+    d = sub.add_parser("demo", help="release everything and grade the sample submissions")
+    d.add_argument("--out", default="build/demo")
+    d.add_argument("--samples", help="folder of <assignment>/<student>/ (default autograder/samples)")
+    d.add_argument("--timeout", type=int, help="seconds per cell (default: per assignment)")
+    d.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
+    d.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("samples", help="rewrite autograder/samples/ from their recipes")
+    s.add_argument("assignments", nargs="*", help="default: every assignment with recipes")
+    s.set_defaults(fn=cmd_samples)
+
+    b = sub.add_parser("book", help="execute the course notebooks and render HTML")
+    b.add_argument("--out", default="build/book")
+    b.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    b.set_defaults(fn=cmd_book)
+    return p
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors reported as one line (anything else keeps its traceback: it is a bug)."""
+    from autograder.pipeline import PipelineError
+
+    return FileNotFoundError, PipelineError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except _expected_errors() as exc:
+        print(f"attnkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The real pipeline on the real assignments: `attnkit grade` on the bundled sample submissions
+gives the expected totals, the full solution gets full marks on every grade cell and the blank
+release zero on every grade cell; the committed student notebooks and samples are up to date."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from autograder.notebooks import ASSIGNMENTS, ROOT, assignment_names, comparable
+from autograder.release import release_notebook
+from autograder.samples import EXPECTED, RECIPES, build_sample, sample_path
+
+pytestmark = pytest.mark.slow
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", assignment_names())
+def test_released_notebook_is_up_to_date(name):
+    committed = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
+    assert comparable(committed) == comparable(release_notebook(name)), (
+        f"assignments/{name}/{name}.ipynb is stale: run `attnkit release {name}`")
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_samples_are_up_to_date(name):
+    for student, recipe in RECIPES[name].items():
+        committed = nbformat.read(str(sample_path(name, student)), as_version=4)
+        assert comparable(committed) == comparable(build_sample(name, recipe)), (
+            f"sample {name}/{student} is stale: run `attnkit samples`")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_grading_the_samples(name, tmp_path):
+    out = tmp_path / "graded"
+    cmd = [sys.executable, "-m", "attnkit.cli", "grade", name,
+           str(ROOT / "autograder" / "samples" / name), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    totals = {row["student_id"]: float(row["score"]) for row in _read_csv(out / "grades.csv")}
+    assert totals == pytest.approx(EXPECTED[name]), f"grades.csv totals {totals}"
+
+    cells = _read_csv(out / "cell_scores.csv")
+    per_student = {}
+    for row in cells:
+        per_student.setdefault(row["student"], []).append(row)
+    assert per_student["full"] and all(float(r["score"]) == float(r["max_score"]) for r in per_student["full"]), \
+        "the full solution lost points on some grade cell"
+    assert all(float(r["score"]) == 0 for r in per_student["blank"]), "the blank release scored on some grade cell"
+    assert len(per_student["blank"]) == len(per_student["full"]) > 0
+
+    for student in EXPECTED[name]:
+        assert list((out / "feedback" / student).glob("*.html")), f"no feedback for {student}"
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "crash_early" in report and "ModuleNotFoundError" in report, "the report does not explain the crash"
+
+    # A second run on the same folder is safe: same grades, no duplicates.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _read_csv(out / "grades.csv")
+    assert sorted(r["student_id"] for r in rows) == sorted(EXPECTED[name])
+    assert {r["student_id"]: float(r["score"]) for r in rows} == pytest.approx(EXPECTED[name])
