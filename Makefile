@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+LAB_ARGS ?=
 
 .PHONY: help venv demo test test-fast lab book notebooks release clean
 
@@ -34,7 +35,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" tests
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 book: $(STAMP)
 	$(BIN)/attnkit book --out build/book

@@ -4,7 +4,7 @@
 kernel did not start, an exception) and says why in one line. ``describe_notebook`` reads an
 autograded notebook and says what went wrong in it: the first cell that raised, any cell that
 timed out, grade cells that wrote to stderr (nbgrader scores those 0), and how many grade
-cells lost points, e.g. "raised NameError in cell 'attention'; 3 of 7 grade cells failed".
+cells lost points, e.g. "raised NameError in cell 'attention'; 3 of 7 grade cells failed (test_attention, ...)".
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def failure_reason(result: dict) -> str:
 
 def describe_notebook(path: Path, parts: list[tuple[str, float]],
                       cells: list[CellScore]) -> str:
-    """E.g. "raised NameError in cell 'attention'; 3 of 7 grade cells failed"."""
+    """E.g. "raised NameError in cell 'attention'; 3 of 7 grade cells failed (test_attention, ...)"."""
     nb = nbformat.read(str(path), as_version=4)
     errors, stderr = [], []
     for i, cell in enumerate(nb.cells):
@@ -52,7 +52,9 @@ def describe_notebook(path: Path, parts: list[tuple[str, float]],
         notes += [f"timed out in cell '{lb}'" for en, lb in errors[1:] if en == "CellTimeoutError"]
     if stderr:
         notes.append("wrote to stderr in " + ", ".join(f"'{lb}'" for lb in stderr))
-    failed = sum(1 for c in cells if c.score is not None and c.score < c.max_score)
+    failed = [c for c in cells if c.score is not None and c.score < c.max_score]
     if failed:
-        notes.append(f"{failed} of {len(parts)} grade cells failed")
+        which = "" if len(failed) == len(parts) else \
+            " (" + ", ".join(c.grade_id for c in failed) + ")"
+        notes.append(f"{len(failed)} of {len(parts)} grade cells failed{which}")
     return "; ".join(notes)
