@@ -65,8 +65,11 @@ def _strip_markers(source: str) -> str:
     return _SOLUTION_RE.sub(lambda m: m.group(1), source)
 
 
-def _wrong_answers(name: str) -> list[dict]:
+def load_wrong_answers(name: str) -> list[dict]:
+    """``WRONG_ANSWERS`` from ``solutions/<name>/wrong_answers.py`` ([] when there is none)."""
     path = solution_source(name).parent / "wrong_answers.py"
+    if not path.exists():
+        return []
     spec = importlib.util.spec_from_file_location(f"wrong_answers_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -81,7 +84,7 @@ def build_sample(name: str, recipe: dict[str, object]) -> nbformat.NotebookNode:
     """The released notebook of assignment ``name`` with answer cells filled by ``recipe``."""
     released = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
     solutions = {_grade_id(c): c.source for c in read_source(solution_source(name)).cells}
-    wrong = _wrong_answers(name) if any(isinstance(v, tuple) and v[0] == "wrong"
+    wrong = load_wrong_answers(name) if any(isinstance(v, tuple) and v[0] == "wrong"
                                         for v in recipe.values()) else []
     nb = copy.deepcopy(released)
     cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}

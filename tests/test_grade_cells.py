@@ -9,25 +9,15 @@ same through the real ``attnkit grade`` on the sample submissions.
 from __future__ import annotations
 
 import copy
-import importlib.util
 
 import pytest
 from nbclient import NotebookClient
 from nbgrader.preprocessors import ClearSolutions
 
 from autograder.notebooks import assignment_names, read_source, solution_source
+from autograder.samples import load_wrong_answers
 
 pytestmark = pytest.mark.slow
-
-
-def _wrong_answers(name: str) -> list[dict]:
-    path = solution_source(name).parent / "wrong_answers.py"
-    if not path.exists():
-        return []
-    spec = importlib.util.spec_from_file_location(f"wrong_answers_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.WRONG_ANSWERS
 
 
 def _grade_id(cell) -> str | None:
@@ -65,7 +55,7 @@ def _cases():
     for name in assignment_names():
         yield pytest.param(name, "solution", None, id=f"{name}-solution")
         yield pytest.param(name, "blank", None, id=f"{name}-blank")
-        for i, wrong in enumerate(_wrong_answers(name)):
+        for i, wrong in enumerate(load_wrong_answers(name)):
             yield pytest.param(name, "wrong", wrong, id=f"{name}-wrong{i}-{wrong['cell']}")
 
 
@@ -91,7 +81,7 @@ def test_grade_cells(name, kind, wrong):
 def test_every_answer_cell_has_a_wrong_answer():
     """Each solution cell is exercised by at least one plausible wrong answer."""
     for name in assignment_names():
-        wrong_cells = {w["cell"] for w in _wrong_answers(name)}
+        wrong_cells = {w["cell"] for w in load_wrong_answers(name)}
         source = read_source(solution_source(name))
         answers = {_grade_id(c) for c in source.cells
                    if c.get("metadata", {}).get("nbgrader", {}).get("solution") and c.cell_type == "code"}
