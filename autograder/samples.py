@@ -6,7 +6,7 @@ what a student downloads) and fills its answer cells from a recipe:
 - ``"solution"``: the code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` in the source;
 - ``("wrong", i)``: plausible wrong answer number ``i`` of ``solutions/<a>/wrong_answers.py``;
 - ``("code", text)``: literal code;
-- a cell not named keeps the released stub (``raise NotImplementedError()``).
+- a cell not named keeps the released stub (nbgrader's "YOUR CODE HERE" placeholder).
 
 ``attnkit samples`` rewrites ``autograder/samples/<a>/<student>/<a>.ipynb``; a test checks that the
 committed files are what the recipes produce, and ``test_autograder_e2e.py`` that they get the

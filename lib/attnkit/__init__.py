@@ -20,6 +20,7 @@ register(
     paper="Vaswani et al. 2017, Attention Is All You Need (arXiv:1706.03762)",
     example_kwargs={},
 )
+from . import blocksparse, fixed  # noqa: E402  (registers the fixed sparse patterns)
 
 __version__ = "0.1.0"
 __all__ = [
