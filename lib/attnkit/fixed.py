@@ -1,0 +1,348 @@
+"""Fixed sparse patterns: each query sees a fixed, data-independent subset of the keys.
+
+With d = i - j (query i, key j), w a window, s a stride, g global tokens:
+
+    local        |d| <= w                                        (causal: and d >= 0)
+    dilated      |d| <= w·dilation  and  d % dilation == 0         (causal: and d >= 0)
+    strided      j <= i  and  (d < s  or  d % s == 0)             Sparse Transformer, strided
+    fixed        j <= i  and  (j // s == i // s  or  j % s >= s - summary)   Sparse Transformer
+    longformer   dilated window, or i in g, or j in g
+    bigbird      block-level: |qb - kb| <= window_blocks, or kb / qb global, or r random blocks
+
+Every pattern is a ``*_mask`` factory returning a ``mask_mod`` (FlexAttention convention), a
+fast function ``fn(q, k, v, *, ...)`` on ``(B, H, N, D)`` tensors, and a ``*_reference`` that is
+``dense_attention`` with the materialised mask. ``local`` (and Longformer's window) use a banded
+path: queries in chunks of c = w, each against its key slab of c + 2w, so the largest tensor is
+O(N·w), never N×N. The others use :func:`attnkit.blocksparse.blocksparse_attention`.
+
+Sources: Child et al. (2019), Sparse Transformers (arXiv:1904.10509); Beltagy et al. (2020),
+Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .blocksparse import blocksparse_attention
+from .dense import dense_attention, softmax
+from .masks import MaskMod, materialize
+
+__all__ = [
+    "local_mask", "dilated_mask", "strided_mask", "fixed_mask", "longformer_mask", "bigbird_mask",
+    "local", "dilated", "strided", "fixed", "longformer", "bigbird",
+    "local_reference", "dilated_reference", "strided_reference", "fixed_reference",
+    "longformer_reference", "bigbird_reference",
+]
+
+
+# ---------------------------------------------------------------- mask functions (patterns)
+
+def _window_keep(d: Tensor, reach: int, dilation: int, causal: bool) -> Tensor:
+    """|d| <= reach and d % dilation == 0 (and d >= 0 when causal), for d = q_idx - kv_idx."""
+    keep = (d.abs() <= reach) & (d % dilation == 0)
+    return keep & (d >= 0) if causal else keep
+
+
+def local_mask(window: int, causal: bool = False) -> MaskMod:
+    """Sliding window: |i - j| <= w (and j <= i when ``causal``)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        return _window_keep(q_idx - kv_idx, window, 1, causal)
+    return mask_mod
+
+
+def dilated_mask(window: int, dilation: int, causal: bool = False) -> MaskMod:
+    """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        return _window_keep(q_idx - kv_idx, window * dilation, dilation, causal)
+    return mask_mod
+
+
+def strided_mask(stride: int) -> MaskMod:
+    """Sparse Transformer strided: j <= i and (i - j < s or (i - j) % s == 0)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        return (d >= 0) & ((d < stride) | (d % stride == 0))
+    return mask_mod
+
+
+def fixed_mask(stride: int, summary: int = 1) -> MaskMod:
+    """Sparse Transformer fixed: j <= i and (j // s == i // s or j % s >= s - summary)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        same_block = kv_idx // stride == q_idx // stride
+        summary_col = kv_idx % stride >= stride - summary
+        return (kv_idx <= q_idx) & (same_block | summary_col)
+    return mask_mod
+
+
+def _global_index(global_tokens: Tensor | int, N: int, device=None) -> Tensor:
+    """The global token positions as a sorted, unique long tensor inside [0, N)."""
+    if isinstance(global_tokens, int):
+        return torch.arange(min(max(global_tokens, 0), N), device=device)
+    g = torch.as_tensor(global_tokens, device=device).long().flatten().unique()
+    if g.numel() and (g.min() < 0 or g.max() >= N):
+        raise ValueError(f"global_tokens must lie in [0, {N}), got {g.tolist()}")
+    return g
+
+
+def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1) -> MaskMod:
+    """Longformer: dilated window, or i global (sees all), or j global (seen by all)."""
+    window_mod = dilated_mask(window, dilation)
+
+    def is_global(idx: Tensor) -> Tensor:
+        if isinstance(global_tokens, int):
+            return idx < global_tokens
+        g = torch.as_tensor(global_tokens, device=idx.device).long().flatten()
+        return (idx.unsqueeze(-1) == g).any(-1)  # (..., g) -> (...)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return window_mod(b, h, q_idx, kv_idx) | is_global(q_idx) | is_global(kv_idx)
+    return mask_mod
+
+
+def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, random_blocks: int,
+                   seed: int) -> Tensor:
+    """BigBird's block layout ``(nb, nb)``: window, global rows and columns, r random per row."""
+    qb = torch.arange(num_blocks).view(-1, 1)  # (nb, 1)
+    kb = torch.arange(num_blocks).view(1, -1)  # (1, nb)
+    layout = ((qb - kb).abs() <= window_blocks) | (qb < global_blocks) | (kb < global_blocks)
+    r = min(max(random_blocks, 0), num_blocks)
+    if r:
+        g = torch.Generator().manual_seed(seed)
+        picks = torch.rand(num_blocks, num_blocks, generator=g).argsort(-1)[:, :r]  # (nb, r)
+        layout[torch.arange(num_blocks).view(-1, 1), picks] = True
+    return layout
+
+
+def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int = 1,
+                 random_blocks: int = 1, seed: int = 0) -> MaskMod:
+    """BigBird: key j visible to query i when layout[i // block, j // block] (see bigbird_layout)."""
+    nb = math.ceil(N / block)
+    layout = bigbird_layout(nb, window_blocks, global_blocks, random_blocks, seed)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        table = layout.to(q_idx.device)
+        return table[(q_idx // block).clamp(max=nb - 1), (kv_idx // block).clamp(max=nb - 1)]
+    return mask_mod
+
+
+# ---------------------------------------------------------------- the banded path
+
+def _banded(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
+            causal: bool = False, scale: float | None = None, with_lse: bool = False):
+    """Window attention |i - j| <= reach (d % dilation == 0), by chunks of c queries.
+
+    Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
+    length L = c + 2·reach. Returns ``out (B, H, N, Dv)`` and, when ``with_lse``, the
+    log-sum-exp of each row's masked scores ``(B, H, N)``.
+
+    Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) with c = w: O(N·w).
+    """
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    if k.shape[-2] != N:
+        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    w = min(reach, N - 1)  # a window wider than the sequence sees everything
+    c = max(w, 1)
+    nc, L = math.ceil(N / c), c + 2 * w
+    qc = F.pad(q, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
+    pad = (0, 0, w, nc * c - N + w)  # w keys before, enough after: length nc·c + 2w
+    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
+    vs = F.pad(v, pad).unfold(2, L, c)  # (B, H, nc, Dv, L)
+    scores = (qc @ ks) * scale  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+
+    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
+    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
+        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
+    keep = _window_keep(i - j, reach, dilation, causal) & (j >= 0) & (j < N)  # (nc, c, L)
+    scores = scores.masked_fill(~keep, float("-inf"))
+    out = softmax(scores, dim=-1) @ vs.transpose(-2, -1)  # (B, H, nc, c, L) @ (.., L, Dv)
+    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
+    if not with_lse:
+        return out
+    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
+    return out, lse
+
+
+def _check(name: str, **values: int) -> None:
+    """Hyperparameters must be integers >= 1 (stride, dilation, block) or >= 0 (the rest)."""
+    for key, value in values.items():
+        low = 1 if key in ("stride", "dilation", "block") else 0
+        if value < low:
+            raise ValueError(f"{name}: {key} must be >= {low}, got {value}")
+
+
+# ---------------------------------------------------------------- attention functions
+
+def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
+          scale: float | None = None) -> Tensor:
+    """Sliding-window attention: query i sees keys |i - j| <= w (and j <= i if ``causal``).
+
+    Shapes: q ``(B, H, N, D)``, k ``(B, H, N, D)``, v ``(B, H, N, Dv)`` -> ``(B, H, N, Dv)``.
+
+    Cost: time O(N·w·D), memory O(N·w) (banded: chunks of w queries against slabs of 3w keys).
+    Paper: Child et al. 2019 (local attention); Beltagy et al. 2020 (sliding window).
+    """
+    _check("local", window=window)
+    return _banded(q, k, v, reach=window, causal=causal, scale=scale)
+
+
+def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, causal: bool = False,
+            block: int = 32, scale: float | None = None) -> Tensor:
+    """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0, block-sparse.
+
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: time O(N·(2·w·dilation + block)·D), memory O(N·(2·w·dilation + block)).
+    Paper: Beltagy et al. 2020 (dilated sliding window).
+    """
+    _check("dilated", window=window, dilation=dilation, block=block)
+    return blocksparse_attention(q, k, v, mask_mod=dilated_mask(window, dilation, causal),
+                                 block=block, scale=scale)
+
+
+def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, block: int = 32,
+            scale: float | None = None) -> Tensor:
+    """Sparse Transformer strided (causal): j <= i and (i - j < s or (i - j) % s == 0).
+
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: time O(N·(s + N/s·block)·D) as block-sparse (the stride column touches N/s blocks).
+    Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
+    """
+    _check("strided", stride=stride, block=block)
+    return blocksparse_attention(q, k, v, mask_mod=strided_mask(stride), block=block, scale=scale)
+
+
+def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1, block: int = 32,
+          scale: float | None = None) -> Tensor:
+    """Sparse Transformer fixed (causal): j <= i and (same stride block or a summary column).
+
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: time O(N·(s + N/s·block)·D) as block-sparse.
+    Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
+    """
+    _check("fixed", stride=stride, summary=summary, block=block)
+    return blocksparse_attention(q, k, v, mask_mod=fixed_mask(stride, summary), block=block,
+                                 scale=scale)
+
+
+def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: Tensor | int,
+               dilation: int = 1, scale: float | None = None) -> Tensor:
+    """Longformer: a (dilated) sliding window plus g global tokens that see and are seen by all.
+
+    Window rows and the global key columns are two partial softmaxes merged by log-sum-exp
+    (global keys inside the window are counted once); global query rows are dense.
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: time O(N·(w·dilation + g)·D), memory O(N·(w·dilation + g)).
+    Paper: Beltagy et al. 2020, "Longformer: The Long-Document Transformer".
+    """
+    _check("longformer", window=window, dilation=dilation)
+    N, D = q.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    g = _global_index(global_tokens, N, device=q.device)
+    reach = window * dilation
+    out, lse = _banded(q, k, v, reach=reach, dilation=dilation, scale=scale, with_lse=True)
+    if g.numel() == 0:
+        return out
+    # Global keys outside each query's window: (B, H, N, D) @ (B, H, D, g) -> (B, H, N, g)
+    scores = (q @ k[:, :, g].transpose(-2, -1)) * scale
+    in_window = _window_keep(torch.arange(N, device=q.device).view(N, 1) - g.view(1, -1),
+                             reach, dilation, False)  # (N, g)
+    scores = scores.masked_fill(in_window, float("-inf"))
+    out_g = softmax(scores, dim=-1) @ v[:, :, g]  # (B, H, N, g) @ (B, H, g, Dv) -> (B, H, N, Dv)
+    lse_g = torch.logsumexp(scores, dim=-1)  # (B, H, N), -inf where every global is in window
+    top = torch.maximum(lse, lse_g)  # the window part always has j = i, so lse is finite
+    a, a_g = torch.exp(lse - top).unsqueeze(-1), torch.exp(lse_g - top).unsqueeze(-1)
+    out = (a * out + a_g * out_g) / (a + a_g)
+    rows = dense_attention(q[:, :, g], k, v, scale=scale)  # global queries see all: (B, H, g, Dv)
+    return out.index_copy(2, g, rows)
+
+
+def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int = 1,
+            global_blocks: int = 1, random_blocks: int = 1, seed: int = 0,
+            scale: float | None = None) -> Tensor:
+    """BigBird: block-sparse window + global blocks + r random key blocks per query block.
+
+    Query block qb sees key block kb when |qb - kb| <= window_blocks, qb or kb < global_blocks,
+    or kb is one of the r blocks drawn for qb by ``torch.Generator().manual_seed(seed)``.
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: time O(N·(2·window_blocks + 1 + g + r)·block·D) for non-global rows, plus O(g·block·N·D).
+    Paper: Zaheer et al. 2020, "Big Bird: Transformers for Longer Sequences".
+    """
+    _check("bigbird", block=block, window_blocks=window_blocks, global_blocks=global_blocks,
+           random_blocks=random_blocks)
+    N = max(q.shape[-2], k.shape[-2])
+    mask_mod = bigbird_mask(N, block, window_blocks, global_blocks, random_blocks, seed)
+    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale)
+
+
+# ---------------------------------------------------------------- dense references
+
+def _dense_with(mask_mod: MaskMod, q: Tensor, k: Tensor, v: Tensor, scale) -> Tensor:
+    B, H, N, M = q.shape[0], q.shape[1], q.shape[-2], k.shape[-2]
+    mask = materialize(mask_mod, N, M, B=B, H=H, device=q.device)  # (B, H, N, M)
+    return dense_attention(q, k, v, mask=mask, scale=scale)
+
+
+def local_reference(q, k, v, *, window, causal=False, scale=None):
+    """Dense attention with the materialised :func:`local_mask` (slow, obviously correct)."""
+    return _dense_with(local_mask(window, causal), q, k, v, scale)
+
+
+def dilated_reference(q, k, v, *, window, dilation, causal=False, scale=None):
+    """Dense attention with the materialised :func:`dilated_mask`."""
+    return _dense_with(dilated_mask(window, dilation, causal), q, k, v, scale)
+
+
+def strided_reference(q, k, v, *, stride, scale=None):
+    """Dense attention with the materialised :func:`strided_mask`."""
+    return _dense_with(strided_mask(stride), q, k, v, scale)
+
+
+def fixed_reference(q, k, v, *, stride, summary=1, scale=None):
+    """Dense attention with the materialised :func:`fixed_mask`."""
+    return _dense_with(fixed_mask(stride, summary), q, k, v, scale)
+
+
+def longformer_reference(q, k, v, *, window, global_tokens, dilation=1, scale=None):
+    """Dense attention with the materialised :func:`longformer_mask`."""
+    return _dense_with(longformer_mask(window, global_tokens, dilation), q, k, v, scale)
+
+
+def bigbird_reference(q, k, v, *, block, window_blocks=1, global_blocks=1, random_blocks=1,
+                      seed=0, scale=None):
+    """Dense attention with the materialised :func:`bigbird_mask`."""
+    N = max(q.shape[-2], k.shape[-2])
+    mask_mod = bigbird_mask(N, block, window_blocks, global_blocks, random_blocks, seed)
+    return _dense_with(mask_mod, q, k, v, scale)
+
+
+# ---------------------------------------------------------------- registry entries
+
+def _register_all() -> None:
+    from .registry import register
+
+    sparse_t = "Child et al. 2019, Generating Long Sequences with Sparse Transformers (arXiv:1904.10509)"
+    longf = "Beltagy et al. 2020, Longformer: The Long-Document Transformer (arXiv:2004.05150)"
+    entries = [  # name, fn, reference, cost, paper, example_kwargs (valid at N = 64)
+        ("local", local, local_reference, "O(N·w·D) time, O(N·w) memory", longf, {"window": 4}),
+        ("dilated", dilated, dilated_reference, "O(N·w·dilation·D) time, O(N·w·dilation) memory",
+         longf, {"window": 3, "dilation": 2}),
+        ("strided", strided, strided_reference, "O(N·(s + N/s)·D) time (block-sparse)", sparse_t,
+         {"stride": 8}),
+        ("fixed", fixed, fixed_reference, "O(N·(s + N/s)·D) time (block-sparse)", sparse_t,
+         {"stride": 8, "summary": 2}),
+        ("longformer", longformer, longformer_reference, "O(N·(w + g)·D) time, O(N·(w + g)) memory",
+         longf, {"window": 4, "global_tokens": 2}),
+        ("bigbird", bigbird, bigbird_reference, "O(N·(w + g + r)·block·D) time (block-sparse)",
+         "Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences (arXiv:2007.14062)",
+         {"block": 8, "window_blocks": 1, "global_blocks": 1, "random_blocks": 1, "seed": 0}),
+    ]
+    for name, fn, reference, cost, paper, kwargs in entries:
+        register(name, fn, family="fixed pattern", cost=cost, paper=paper,
+                 example_kwargs=kwargs, reference=reference)
+
+
+_register_all()
