@@ -20,7 +20,8 @@ register(
     paper="Vaswani et al. 2017, Attention Is All You Need (arXiv:1706.03762)",
     example_kwargs={},
 )
-from . import blocksparse, fixed  # noqa: E402  (registers the fixed sparse patterns)
+from . import banded, blocksparse, fixed, flex  # noqa: E402  (registers the fixed sparse patterns)
+from . import recurrence  # noqa: E402  (registers transformer_xl)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -11,9 +11,11 @@ With d = i - j (query i, key j), w a window, s a stride, g global tokens:
 
 Every pattern is a ``*_mask`` factory returning a ``mask_mod`` (FlexAttention convention), a
 fast function ``fn(q, k, v, *, ...)`` on ``(B, H, N, D)`` tensors, and a ``*_reference`` that is
-``dense_attention`` with the materialised mask. ``local`` (and Longformer's window) use a banded
-path: queries in chunks of c = w, each against its key slab of c + 2w, so the largest tensor is
-O(N·w), never N×N. The others use :func:`attnkit.blocksparse.blocksparse_attention`.
+``dense_attention`` with the materialised mask. The fast paths never build an N×N tensor:
+``local`` and Longformer's window run on key slabs (:mod:`attnkit.banded`), ``strided`` and
+``fixed`` split into pieces that are dense after a reshape (a window and one causal attention
+per residue class; blocks and summary columns) merged by log-sum-exp, and ``dilated`` and
+``bigbird`` use the generic :func:`attnkit.blocksparse.blocksparse_attention`.
 
 Sources: Child et al. (2019), Sparse Transformers (arXiv:1904.10509); Beltagy et al. (2020),
 Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
@@ -26,8 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .banded import (attend, block_attention, merge, residue_attention, summary_attention,
+                     window_attention, window_keep)
 from .blocksparse import blocksparse_attention
-from .dense import dense_attention, softmax
+from .dense import dense_attention
+from . import flex
 from .masks import MaskMod, materialize
 
 __all__ = [
@@ -40,10 +45,7 @@ __all__ = [
 
 # ---------------------------------------------------------------- mask functions (patterns)
 
-def _window_keep(d: Tensor, reach: int, dilation: int, causal: bool) -> Tensor:
-    """|d| <= reach and d % dilation == 0 (and d >= 0 when causal), for d = q_idx - kv_idx."""
-    keep = (d.abs() <= reach) & (d % dilation == 0)
-    return keep & (d >= 0) if causal else keep
+_window_keep = window_keep
 
 
 def local_mask(window: int, causal: bool = False) -> MaskMod:
@@ -128,45 +130,6 @@ def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int 
     return mask_mod
 
 
-# ---------------------------------------------------------------- the banded path
-
-def _banded(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
-            causal: bool = False, scale: float | None = None, with_lse: bool = False):
-    """Window attention |i - j| <= reach (d % dilation == 0), by chunks of c queries.
-
-    Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
-    length L = c + 2·reach. Returns ``out (B, H, N, Dv)`` and, when ``with_lse``, the
-    log-sum-exp of each row's masked scores ``(B, H, N)``.
-
-    Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) with c = w: O(N·w).
-    """
-    B, H, N, D = q.shape
-    Dv = v.shape[-1]
-    if k.shape[-2] != N:
-        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    w = min(reach, N - 1)  # a window wider than the sequence sees everything
-    c = max(w, 1)
-    nc, L = math.ceil(N / c), c + 2 * w
-    qc = F.pad(q, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
-    pad = (0, 0, w, nc * c - N + w)  # w keys before, enough after: length nc·c + 2w
-    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
-    vs = F.pad(v, pad).unfold(2, L, c)  # (B, H, nc, Dv, L)
-    scores = (qc @ ks) * scale  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
-
-    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
-    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
-        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
-    keep = _window_keep(i - j, reach, dilation, causal) & (j >= 0) & (j < N)  # (nc, c, L)
-    scores = scores.masked_fill(~keep, float("-inf"))
-    out = softmax(scores, dim=-1) @ vs.transpose(-2, -1)  # (B, H, nc, c, L) @ (.., L, Dv)
-    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
-    if not with_lse:
-        return out
-    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
-    return out, lse
-
-
 def _check(name: str, **values: int) -> None:
     """Hyperparameters must be integers >= 1 (stride, dilation, block) or >= 0 (the rest)."""
     for key, value in values.items():
@@ -177,17 +140,25 @@ def _check(name: str, **values: int) -> None:
 
 # ---------------------------------------------------------------- attention functions
 
+def _scale(q: Tensor, scale: float | None) -> float:
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+
+
 def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
           scale: float | None = None) -> Tensor:
     """Sliding-window attention: query i sees keys |i - j| <= w (and j <= i if ``causal``).
 
     Shapes: q ``(B, H, N, D)``, k ``(B, H, N, D)``, v ``(B, H, N, Dv)`` -> ``(B, H, N, Dv)``.
 
-    Cost: time O(N·w·D), memory O(N·w) (banded: chunks of w queries against slabs of 3w keys).
+    Cost: time O(N·w·D), memory O(N·w) (banded: chunks of c queries, w <= c <= 2w, against
+    slabs of c + 2w keys; see :func:`attnkit.banded.window_attention`).
     Paper: Child et al. 2019 (local attention); Beltagy et al. 2020 (sliding window).
     """
     _check("local", window=window)
-    return _banded(q, k, v, reach=window, causal=causal, scale=scale)
+    if flex.use_flex(q):
+        return flex.flex_attend(q, k, v, key=("local", window, causal), scale=scale,
+                                mask_mod=flex.window_mod(window, causal=causal, device=q.device))
+    return window_attention(q, k, v, reach=window, causal=causal, scale=_scale(q, scale))[0]
 
 
 def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, causal: bool = False,
@@ -199,33 +170,48 @@ def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, caus
     Paper: Beltagy et al. 2020 (dilated sliding window).
     """
     _check("dilated", window=window, dilation=dilation, block=block)
+    if flex.use_flex(q):
+        return flex.flex_attend(q, k, v, key=("dilated", window, dilation, causal), scale=scale,
+                                mask_mod=flex.window_mod(window, dilation, causal, device=q.device))
     return blocksparse_attention(q, k, v, mask_mod=dilated_mask(window, dilation, causal),
                                  block=block, scale=scale)
 
 
-def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, block: int = 32,
-            scale: float | None = None) -> Tensor:
+def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
     """Sparse Transformer strided (causal): j <= i and (i - j < s or (i - j) % s == 0).
 
+    Two disjoint pieces merged by log-sum-exp: the causal window 0 <= i - j < s, and the
+    residue class j ≡ i (mod s), j <= i - s (causal attention of length N/s per class).
     Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
-    Cost: time O(N·(s + N/s·block)·D) as block-sparse (the stride column touches N/s blocks).
+    Cost: time O(N·(s + N/s)·D), memory O(N·(s + N/s)): O(N·√N) at s = √N.
     Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
     """
-    _check("strided", stride=stride, block=block)
-    return blocksparse_attention(q, k, v, mask_mod=strided_mask(stride), block=block, scale=scale)
+    _check("strided", stride=stride)
+    if flex.use_flex(q):
+        return flex.flex_attend(q, k, v, key=("strided", stride), mask_mod=strided_mask(stride),
+                                scale=scale)
+    sc = _scale(q, scale)
+    return merge(window_attention(q, k, v, reach=stride - 1, causal=True, scale=sc),
+                 residue_attention(q, k, v, stride=stride, scale=sc))
 
 
-def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1, block: int = 32,
+def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1,
           scale: float | None = None) -> Tensor:
     """Sparse Transformer fixed (causal): j <= i and (same stride block or a summary column).
 
+    Two disjoint pieces merged by log-sum-exp: causal attention inside each block of s, and
+    the summary columns (j % s >= s - summary) of the earlier blocks.
     Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
-    Cost: time O(N·(s + N/s·block)·D) as block-sparse.
+    Cost: time O(N·(s + summary·N/s)·D), memory O(N·(s + summary·N/s)).
     Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
     """
-    _check("fixed", stride=stride, summary=summary, block=block)
-    return blocksparse_attention(q, k, v, mask_mod=fixed_mask(stride, summary), block=block,
-                                 scale=scale)
+    _check("fixed", stride=stride, summary=summary)
+    if flex.use_flex(q):
+        return flex.flex_attend(q, k, v, key=("fixed", stride, summary), scale=scale,
+                                mask_mod=fixed_mask(stride, summary))
+    sc = _scale(q, scale)
+    return merge(block_attention(q, k, v, block=stride, scale=sc),
+                 summary_attention(q, k, v, stride=stride, summary=summary, scale=sc))
 
 
 def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: Tensor | int,
@@ -239,24 +225,23 @@ def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: T
     Paper: Beltagy et al. 2020, "Longformer: The Long-Document Transformer".
     """
     _check("longformer", window=window, dilation=dilation)
-    N, D = q.shape[-2], q.shape[-1]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    N = q.shape[-2]
+    sc = _scale(q, scale)
     g = _global_index(global_tokens, N, device=q.device)
+    if flex.use_flex(q):
+        is_global = torch.zeros(N, dtype=torch.bool, device=q.device).index_fill_(0, g, True)
+        return flex.flex_attend(q, k, v, key=("longformer", window, dilation, tuple(g.tolist())),
+                                mask_mod=flex.longformer_mod(window, is_global, dilation),
+                                scale=scale)
     reach = window * dilation
-    out, lse = _banded(q, k, v, reach=reach, dilation=dilation, scale=scale, with_lse=True)
+    part = window_attention(q, k, v, reach=reach, dilation=dilation, scale=sc)
     if g.numel() == 0:
-        return out
+        return part[0]
     # Global keys outside each query's window: (B, H, N, D) @ (B, H, D, g) -> (B, H, N, g)
-    scores = (q @ k[:, :, g].transpose(-2, -1)) * scale
-    in_window = _window_keep(torch.arange(N, device=q.device).view(N, 1) - g.view(1, -1),
-                             reach, dilation, False)  # (N, g)
-    scores = scores.masked_fill(in_window, float("-inf"))
-    out_g = softmax(scores, dim=-1) @ v[:, :, g]  # (B, H, N, g) @ (B, H, g, Dv) -> (B, H, N, Dv)
-    lse_g = torch.logsumexp(scores, dim=-1)  # (B, H, N), -inf where every global is in window
-    top = torch.maximum(lse, lse_g)  # the window part always has j = i, so lse is finite
-    a, a_g = torch.exp(lse - top).unsqueeze(-1), torch.exp(lse_g - top).unsqueeze(-1)
-    out = (a * out + a_g * out_g) / (a + a_g)
-    rows = dense_attention(q[:, :, g], k, v, scale=scale)  # global queries see all: (B, H, g, Dv)
+    outside = ~window_keep(torch.arange(N, device=q.device).view(N, 1) - g.view(1, -1),
+                           reach, dilation, False)  # (N, g)
+    out = merge(part, attend(q * sc, k[:, :, g], v[:, :, g], outside))
+    rows = dense_attention(q[:, :, g], k, v, scale=sc)  # global queries see all: (B, H, g, Dv)
     return out.index_copy(2, g, rows)
 
 
@@ -274,6 +259,12 @@ def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int =
     _check("bigbird", block=block, window_blocks=window_blocks, global_blocks=global_blocks,
            random_blocks=random_blocks)
     N = max(q.shape[-2], k.shape[-2])
+    if flex.use_flex(q):  # block = 128 (or a multiple) lines up with Flex's tiles: see attnkit.flex
+        layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks,
+                                seed).to(q.device)
+        return flex.flex_attend(q, k, v, mask_mod=flex.table_mod(layout, block), scale=scale,
+                                key=("bigbird", block, window_blocks, global_blocks,
+                                     random_blocks, seed))
     mask_mod = bigbird_mask(N, block, window_blocks, global_blocks, random_blocks, seed)
     return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale)
 
@@ -330,9 +321,9 @@ def _register_all() -> None:
         ("local", local, local_reference, "O(N·w·D) time, O(N·w) memory", longf, {"window": 4}),
         ("dilated", dilated, dilated_reference, "O(N·w·dilation·D) time, O(N·w·dilation) memory",
          longf, {"window": 3, "dilation": 2}),
-        ("strided", strided, strided_reference, "O(N·(s + N/s)·D) time (block-sparse)", sparse_t,
+        ("strided", strided, strided_reference, "O(N·(s + N/s)·D) time and memory", sparse_t,
          {"stride": 8}),
-        ("fixed", fixed, fixed_reference, "O(N·(s + N/s)·D) time (block-sparse)", sparse_t,
+        ("fixed", fixed, fixed_reference, "O(N·(s + summary·N/s)·D) time and memory", sparse_t,
          {"stride": 8, "summary": 2}),
         ("longformer", longformer, longformer_reference, "O(N·(w + g)·D) time, O(N·(w + g)) memory",
          longf, {"window": 4, "global_tokens": 2}),

@@ -1,0 +1,187 @@
+"""Structured sparse kernels: attention over slabs, residue classes and blocks, never N×N.
+
+The fixed patterns of :mod:`attnkit.fixed` split into pieces that each have a dense *shape*
+once the sequence is reshaped, so each piece is an ordinary batched matmul:
+
+    window     |i - j| <= w              chunks of c queries against key slabs of c + 2w
+    residue    j ≡ i (mod s), j <= i - s  view positions as (N/s, s): a causal attention of
+                                          length N/s inside each of the s residue classes
+    block      j // s == i // s, j <= i   view positions as (N/s, s): causal inside each block
+    summary    j % s >= s - summary,      gather the N/s·summary summary keys once; every
+               j // s < i // s            query attends to those of earlier blocks
+
+A pattern that is a union of disjoint pieces is their softmaxes merged by log-sum-exp:
+
+    out_i = sum_p exp(lse_p,i - lse_i) · out_p,i,    lse_i = log sum_p exp(lse_p,i)
+
+(the same identity FlashAttention uses to merge key blocks). Each piece returns ``(out, lse)``
+with ``out (B, H, N, Dv)`` and ``lse (B, H, N)``; a row that sees nothing in a piece has
+``lse = -inf`` and contributes nothing.
+
+Cost (per head): window O(N·w·D); residue O(N·(N/s)·D); block O(N·s·D); summary
+O(N·(N/s)·summary·D). Sparse Transformer strided = window(s - 1) + residue, fixed = block +
+summary: O(N·(s + N/s)·D) in both, O(N·√N·D) at s = √N.
+
+Sources: Child et al. (2019), Sparse Transformers (arXiv:1904.10509); Beltagy et al. (2020),
+Longformer (arXiv:2004.05150); Dao et al. (2022), FlashAttention (log-sum-exp merging).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["attend", "merge", "window_attention", "residue_attention", "block_attention",
+           "summary_attention"]
+
+Part = tuple[Tensor, Tensor]  # (out (B, H, N, Dv), lse (B, H, N))
+
+
+def window_keep(d: Tensor, reach: int, dilation: int, causal: bool) -> Tensor:
+    """|d| <= reach and d % dilation == 0 (and d >= 0 when causal), for d = q_idx - kv_idx."""
+    keep = (d.abs() <= reach) & (d % dilation == 0)
+    return keep & (d >= 0) if causal else keep
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, keep: Tensor) -> Part:
+    """Masked softmax attention that also returns the log-sum-exp of each row (q pre-scaled).
+
+        lse_i = log sum_{j: keep_ij} exp(q_i·k_j),   out_i = sum_j exp(q_i·k_j - lse_i) v_j
+
+    Shapes: q ``(..., n, D)``, k ``(..., m, D)``, v ``(..., m, Dv)``, keep broadcastable to
+    ``(..., n, m)``. Rows with nothing visible give ``out = 0`` and ``lse = -inf``, with finite
+    gradients (no NaN leaks into the backward pass of the other rows).
+    """
+    if k.shape[-2] == 0:  # no keys at all: every row sees nothing
+        out = q.new_zeros(*torch.broadcast_shapes(q.shape[:-1], v.shape[:-2] + (1,)), v.shape[-1])
+        return out, out.new_full(out.shape[:-1], -math.inf)
+    scores = (q @ k.transpose(-2, -1)).masked_fill(~keep, -math.inf)  # (..., n, m)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max)).detach()
+    e = torch.exp(scores - row_max)  # masked entries: exp(-inf) = 0
+    denom = e.sum(dim=-1, keepdim=True)  # (..., n, 1)
+    seen = denom > 0
+    out = (e / torch.where(seen, denom, torch.ones_like(denom))) @ v  # (..., n, Dv)
+    lse = torch.where(seen, row_max + torch.log(denom.clamp_min(1e-30)), -math.inf)
+    return out, lse.squeeze(-1)
+
+
+def merge(*parts: Part) -> Tensor:
+    """Combine attention over disjoint key sets: out = sum_p exp(lse_p - lse) out_p."""
+    lses = torch.stack([lse for _, lse in parts])  # (P, B, H, N)
+    top = lses.amax(dim=0)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
+    weights = torch.exp(lses - top)  # (P, B, H, N); 0 for parts that see nothing
+    total = weights.sum(dim=0)
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    out = sum(w.unsqueeze(-1) * o for w, (o, _) in zip(weights, parts))
+    return out / total.unsqueeze(-1)
+
+
+def _pad_to(x: Tensor, length: int) -> Tensor:
+    """Zero-pad the position axis (-2) of ``(B, H, N, D)`` up to ``length``."""
+    return F.pad(x, (0, 0, 0, length - x.shape[-2]))
+
+
+def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
+                     causal: bool = False, scale: float) -> Part:
+    """Window |i - j| <= reach (d % dilation == 0), by chunks of c queries against slabs.
+
+    Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
+    length L = c + 2·reach (causal: [n·c - reach, n·c + c), L = c + reach). The visible part of a slab is the same band for every chunk, so the
+    mask is one additive ``(nc, c, L)`` bias (0 or -inf) built once, and the scale is folded
+    into q. c = w, raised towards 64 (at most 2w) for small windows: tiny chunks cost more in
+    per-matmul overhead than they save (measured on the course machine). So L <= 4w.
+
+    Cost: time O(N·(c + 2w)·D) <= O(4·N·w·D), memory O(N·(c + 2w)) = O(N·w).
+    """
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    if k.shape[-2] != N:
+        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
+    w = min(reach, N - 1)  # a window wider than the sequence sees everything
+    c = max(min(max(w, 64), 2 * w, N), 1)
+    after = 0 if causal else w  # a causal window needs no keys after its chunk
+    nc, L = math.ceil(N / c), c + w + after
+    qc = _pad_to(q * scale, nc * c).view(B, H, nc, c, D)  # (B, H, nc, c, D)
+    pad = (0, 0, w, nc * c - N + after)  # w keys before, enough after: length (nc - 1)·c + L
+    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
+    vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
+
+    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
+    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
+        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
+    keep = window_keep(i - j, reach, dilation, causal) & (j >= 0) & (j < N)  # (nc, c, L)
+    keep |= i >= N  # padding queries (cropped below) see their whole slab: no NaN in backward
+    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, -math.inf)
+    scores = qc @ ks + bias  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+    # Every real query row holds j = i, so no row is fully masked: torch.softmax is safe.
+    out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
+    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
+    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
+    return out, lse
+
+
+def _grid(x: Tensor, s: int) -> Tensor:
+    """``(B, H, N, D)`` -> ``(B, H, n, s, D)`` with n = ceil(N / s): position p = row·s + col."""
+    B, H, N, D = x.shape
+    n = math.ceil(N / s)
+    return _pad_to(x, n * s).view(B, H, n, s, D)
+
+
+def residue_attention(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float) -> Part:
+    """Query i sees keys j ≡ i (mod s) with j <= i - s: the strided "column" of Sparse Transformer.
+
+    On the grid p = row·s + col the class of i is its column, so transposing to
+    ``(B, H, s, n, D)`` makes each class a sequence of length n = N/s, and the piece is causal
+    attention (strictly earlier rows) inside each class.
+    Cost: time O(s·n²·D) = O(N·(N/s)·D), memory O(N·N/s).
+    """
+    N = q.shape[-2]
+    qg, kg, vg = (_grid(x, stride).transpose(2, 3) for x in (q * scale, k, v))  # (B, H, s, n, D)
+    n = qg.shape[-2]
+    row = torch.arange(n, device=q.device)
+    col = torch.arange(stride, device=q.device).view(stride, 1, 1)  # (s, 1, 1)
+    keep = (row.view(n, 1) > row.view(1, n)) & (row.view(1, n) * stride + col < N)  # (s, n, n)
+    out, lse = attend(qg, kg, vg, keep)  # (B, H, s, n, Dv), (B, H, s, n)
+    B, H, Dv = q.shape[0], q.shape[1], v.shape[-1]
+    out = out.transpose(2, 3).reshape(B, H, n * stride, Dv)[:, :, :N]
+    return out, lse.transpose(2, 3).reshape(B, H, n * stride)[:, :, :N]
+
+
+def block_attention(q: Tensor, k: Tensor, v: Tensor, *, block: int, scale: float) -> Part:
+    """Query i sees keys j of its own block (j // s == i // s) with j <= i.
+
+    Cost: time O(N·s·D), memory O(N·s).
+    """
+    N = q.shape[-2]
+    qg, kg, vg = (_grid(x, block) for x in (q * scale, k, v))  # (B, H, n, s, D)
+    n = qg.shape[2]
+    col = torch.arange(block, device=q.device)
+    pos = torch.arange(n, device=q.device).view(n, 1, 1) * block + col.view(1, 1, block)
+    keep = (col.view(block, 1) >= col.view(1, block)) & (pos < N)  # (n, s, s)
+    out, lse = attend(qg, kg, vg, keep)  # (B, H, n, s, Dv), (B, H, n, s)
+    B, H, Dv = q.shape[0], q.shape[1], v.shape[-1]
+    return out.reshape(B, H, n * block, Dv)[:, :, :N], lse.reshape(B, H, n * block)[:, :, :N]
+
+
+def summary_attention(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int,
+                      scale: float) -> Part:
+    """Query i sees the summary keys (j % s >= s - summary) of every earlier block.
+
+    The n·summary summary keys are gathered once: ``(B, H, n·summary, D)``.
+    Cost: time O(N·(N/s)·summary·D), memory O(N·(N/s)·summary).
+    """
+    N = q.shape[-2]
+    B, H = q.shape[:2]
+    summary = min(summary, stride)
+    ks = _grid(k, stride)[:, :, :, stride - summary:].reshape(B, H, -1, k.shape[-1])  # (B, H, n·t, D)
+    vs = _grid(v, stride)[:, :, :, stride - summary:].reshape(B, H, -1, v.shape[-1])  # (B, H, n·t, Dv)
+    n = ks.shape[-2] // summary if summary else 0
+    key_block = torch.arange(n, device=q.device).repeat_interleave(summary)  # (n·t,)
+    key_pos = key_block * stride + torch.arange(stride - summary, stride, device=q.device).repeat(n)
+    query_block = torch.arange(N, device=q.device) // stride  # (N,)
+    keep = (key_block.view(1, -1) < query_block.view(-1, 1)) & (key_pos < N).view(1, -1)  # (N, n·t)
+    return attend(q * scale, ks, vs, keep)

@@ -1,0 +1,147 @@
+"""The GPU path of the fixed patterns: PyTorch FlexAttention, compiled, with cached block masks.
+
+FlexAttention (``torch.nn.attention.flex_attention``) takes a pattern as a ``mask_mod`` and a
+bias as a ``score_mod`` and generates one fused Triton kernel for them. A ``BlockMask`` lists,
+for every 128×128 tile of the score matrix, whether it is empty (skipped), full (no mask
+evaluation) or partial (``mask_mod`` evaluated per entry): so the cost is proportional to the
+number of non-empty tiles, and patterns aligned with the 128-token tiles run fastest.
+
+Three traps this module guards against (measured on an H100, see ``docs/measurements.md``):
+
+1. **Silent eager fallback.** Every distinct mask function or shape compiles again; after
+   ``torch._dynamo.config.recompile_limit`` (8) compilations dynamo quietly runs the *eager*
+   FlexAttention, which materialises the N×N scores (out of memory at N=65536). We raise the
+   limit to :data:`RECOMPILE_LIMIT` and set ``fail_on_recompile_limit_hit`` so that hitting it
+   raises instead of falling back; the mask functions below capture their hyperparameters as
+   tensors, so a new window size is new *data*, not new code, and reuses the compiled kernel.
+2. **``create_block_mask`` at long N** materialises the full mask unless compiled
+   (``_compile=True``); it is slow to build, so block masks are cached per
+   (pattern, B, H, N, M, device).
+3. **Block alignment.** A pattern whose blocks do not line up with the 128-token tiles makes
+   every tile partial (BigBird with 64-token blocks ran slower than dense): use ``block=128``.
+
+Source: He et al. (2024), "FlexAttention: The Flexibility of PyTorch with the Performance of
+FlashAttention" (PyTorch blog); Dong et al. (2024), arXiv:2412.05496.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+import torch
+from torch import Tensor
+
+__all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend",
+           "window_mod", "longformer_mod", "table_mod", "clear_cache"]
+
+RECOMPILE_LIMIT = 64
+_CACHE_SIZE = 32
+_block_masks: OrderedDict = OrderedDict()
+_compiled: Callable | None = None
+
+
+def available() -> bool:
+    """FlexAttention is importable (torch >= 2.5)."""
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_flex(q: Tensor) -> bool:
+    """The fast functions take the Flex path for CUDA tensors (the CPU has its own kernels)."""
+    return q.is_cuda and available()
+
+
+def _guard_recompiles() -> None:
+    """Make the dynamo recompile limit loud instead of a silent O(N²) eager fallback."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, RECOMPILE_LIMIT)
+    dynamo_config.fail_on_recompile_limit_hit = True
+
+
+def _compiled_flex() -> Callable:
+    global _compiled
+    if _compiled is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _guard_recompiles()
+        _compiled = torch.compile(flex_attention, dynamic=False)
+    return _compiled
+
+
+def clear_cache() -> None:
+    """Forget the cached block masks (they hold GPU memory)."""
+    _block_masks.clear()
+
+
+def block_mask(key: Hashable, mask_mod, B: int, H: int, N: int, M: int, device,
+               block_size: int = 128):
+    """``create_block_mask`` for ``mask_mod``, cached under ``(key, B, H, N, M, device)``.
+
+    ``key`` names the pattern and its hyperparameters (e.g. ``("local", 256, False)``): two
+    calls with the same key must mean the same mask. B or H of 1 means "the same for all".
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    full_key = (key, B, H, N, M, str(device), block_size)
+    if full_key in _block_masks:
+        _block_masks.move_to_end(full_key)
+        return _block_masks[full_key]
+    _guard_recompiles()
+    mask = create_block_mask(mask_mod, B if B > 1 else None, H if H > 1 else None, N, M,
+                             device=device, BLOCK_SIZE=block_size, _compile=True)
+    _block_masks[full_key] = mask
+    if len(_block_masks) > _CACHE_SIZE:
+        _block_masks.popitem(last=False)
+    return mask
+
+
+def flex_attend(q: Tensor, k: Tensor, v: Tensor, *, key: Hashable, mask_mod, score_mod=None,
+                scale: float | None = None, per_head: bool = False) -> Tensor:
+    """Compiled FlexAttention of ``(B, H, N, D)`` tensors under the cached block mask ``key``.
+
+    ``per_head``: the pattern depends on b or h (builds a (B, H, ...) block mask).
+    Cost: O(T·128²·D) for T non-empty 128×128 tiles; memory O(N·D) (no score matrix).
+    """
+    B, H, N, _ = q.shape
+    M = k.shape[-2]
+    mask = block_mask(key, mask_mod, B if per_head else 1, H if per_head else 1, N, M, q.device)
+    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=mask, scale=scale)
+
+
+# ------------------------------------------------------- mask functions with tensor parameters
+# Hyperparameters live in 0-d tensors captured by the closure: torch.compile treats them as
+# inputs, so a different window reuses the compiled kernel instead of compiling a new one.
+
+def window_mod(window: int, dilation: int = 1, causal: bool = False, device=None):
+    """|i - j| <= window·dilation and (i - j) % dilation == 0 (and j <= i when causal)."""
+    reach = torch.tensor(window * dilation, device=device)
+    dil = torch.tensor(dilation, device=device)
+    lo = torch.tensor(0 if causal else -(window * dilation) - 1, device=device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        return (d.abs() <= reach) & (d % dil == 0) & (d >= lo)
+    return mask_mod
+
+
+def longformer_mod(window: int, is_global: Tensor, dilation: int = 1):
+    """Window, or query global, or key global; ``is_global`` is a boolean ``(N,)`` table."""
+    window_part = window_mod(window, dilation, device=is_global.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return window_part(b, h, q_idx, kv_idx) | is_global[q_idx] | is_global[kv_idx]
+    return mask_mod
+
+
+def table_mod(layout: Tensor, block: int):
+    """Block pattern from a boolean ``(nb, nb)`` layout: visible when layout[i // block, j // block]."""
+    blk = torch.tensor(block, device=layout.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return layout[q_idx // blk, kv_idx // blk]
+    return mask_mod
