@@ -51,9 +51,31 @@ RECIPES: dict[str, dict[str, dict[str, object]]] = {
     },
 }
 
+_A2_ANSWERS = ["window_masks", "strided_global_masks", "sliding_window", "longformer", "bigbird",
+               "xl_step"]
+
+RECIPES["a2_sparse_patterns"] = {
+    "full": {cell: "solution" for cell in _A2_ANSWERS},
+    "blank": {},
+    # Window masks, Longformer and the memory step right; the strided mask looks ahead, the
+    # sliding window is dense-with-a-mask (right values: 2 of its 6 points), BigBird ignores the seed.
+    "partial": {
+        "window_masks": "solution", "strided_global_masks": ("wrong", 3), "sliding_window": ("wrong", 5),
+        "longformer": "solution", "bigbird": ("wrong", 12), "xl_step": "solution",
+    },
+    # The first answer cell raises on import; the later parts do not use the masks and still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A2_ANSWERS},
+        "window_masks": ("code", "from my_patterns import band  # a file that was not submitted\n\n"
+                                 "def local_mask(window, causal=False):\n    return band(window, causal)\n\n"
+                                 "def dilated_mask(window, dilation):\n    return band(window * dilation)\n"),
+    },
+}
+
 # Expected total scores (out of the assignment's maximum) for each sample.
 EXPECTED: dict[str, dict[str, float]] = {
     "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0},
+    "a2_sparse_patterns": {"full": 16.0, "blank": 0.0, "partial": 8.0, "crash_early": 14.0},
 }
 
 _SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",

@@ -230,3 +230,40 @@ def test_random_qkv_shapes_dtype_and_scale():
     torch.testing.assert_close(q, 10 * q1)
     torch.testing.assert_close(k, 10 * k1)
     torch.testing.assert_close(v, v1)  # values are not scaled
+
+
+# ---------------------------------------------------------------- masks and speed
+
+def test_check_mask_mod_names_the_disagreeing_pairs():
+    from attnkit.fixed import local_mask
+
+    G.check_mask_mod(local_mask(2), local_mask(2), 10)
+    with pytest.raises(AssertionError, match=r"blocks \d+ pairs it should allow"):
+        G.check_mask_mod(local_mask(1), local_mask(2), 10)
+    with pytest.raises(AssertionError, match=r"allows \d+ \(query, key\) pairs it should not"):
+        G.check_mask_mod(local_mask(3), local_mask(2), 10)
+    with pytest.raises(AssertionError, match="Python `and`"):
+        G.check_mask_mod(lambda b, h, i, j: i >= j and j >= 0, local_mask(2), 10)
+    with pytest.raises(AssertionError, match="return the inner function"):
+        G.check_mask_mod(None, local_mask(2), 10)
+
+
+def test_check_speedup_passes_a_fast_function_and_fails_a_slow_one():
+    import time as _time
+
+    def slow():
+        _time.sleep(0.004)
+
+    def fast():
+        _time.sleep(0.0005)
+
+    assert G.check_speedup(fast, slow, min_speedup=2.0, rounds=3) >= 2.0
+    calls = []
+
+    def as_slow():
+        calls.append(1)
+        _time.sleep(0.004)
+
+    with pytest.raises(AssertionError, match="at least 2× faster"):
+        G.check_speedup(as_slow, slow, min_speedup=2.0, rounds=3)
+    assert len(calls) == 3 + 2  # one attempt (3 rounds + 2 warm-up): far below the bar, no retry

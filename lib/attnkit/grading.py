@@ -16,11 +16,13 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .measure import count_flops, largest_intermediate
+from .masks import MaskMod, materialize
+from .measure import compare_speed, count_flops, largest_intermediate
 
 __all__ = [
     "random_qkv", "check_type", "check_shape", "check_tensor", "check_causal",
     "check_weights_on", "check_flops", "check_largest_intermediate", "check_equal_int",
+    "check_mask_mod", "check_speedup",
 ]
 
 _AXIS_NAMES = "B, H, N, D"
@@ -172,3 +174,59 @@ def check_equal_int(got, expected: int, *, name: str = "result", hint: str = "")
     if int(got) != expected:
         ratio = f" (your value is {got / expected:.3g}× the expected one)" if expected else ""
         raise AssertionError(f"{name}: expected {expected:,}, got {int(got):,}{ratio}. {hint}".rstrip())
+
+
+def check_mask_mod(got: MaskMod, expected: MaskMod, N: int, *, M: int | None = None, H: int = 1,
+                   name: str = "mask_mod") -> None:
+    """``got`` and ``expected`` must allow the same (query, key) pairs on an N×M grid.
+
+    Both are evaluated with :func:`attnkit.masks.materialize` on index tensors, as FlexAttention
+    calls them; the message lists a few positions where they disagree.
+    """
+    if not callable(got):
+        raise AssertionError(f"{name} should be a function mask_mod(b, h, q_idx, kv_idx), got "
+                             f"{type(got).__name__}: return the inner function.")
+    try:
+        mask = materialize(got, N, M, H=H)
+    except Exception as exc:  # noqa: BLE001 -- the student's function: report what it did
+        raise AssertionError(f"{name} failed on index tensors ({type(exc).__name__}: {exc}); use tensor "
+                             "operations (&, |, ~, comparisons), not Python `and`/`or`/`if`.") from exc
+    ref = materialize(expected, N, M, H=H)
+    if mask.shape != ref.shape or mask.dtype != torch.bool:
+        raise AssertionError(f"{name} should give a boolean grid of shape {tuple(ref.shape)}, got "
+                             f"{tuple(mask.shape)} of {mask.dtype}.")
+    extra = (mask & ~ref).nonzero()[:, -2:].tolist()
+    missing = (ref & ~mask).nonzero()[:, -2:].tolist()
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"allows {len(extra)} (query, key) pairs it should not, e.g. {extra[:4]}")
+        if missing:
+            parts.append(f"blocks {len(missing)} pairs it should allow, e.g. {missing[:4]}")
+        raise AssertionError(f"{name} on N={N}: " + "; ".join(parts) + ".")
+
+
+def check_speedup(fn: Callable, reference: Callable, *args, min_speedup: float,
+                  name: str = "your function", rounds: int = 7, attempts: int = 3, **kwargs) -> float:
+    """``fn`` must run at least ``min_speedup`` times faster than ``reference`` on these inputs.
+
+    Timed in the same process, interleaved (ABBA) with medians of per-round ratios
+    (:func:`attnkit.measure.compare_speed`), so a neighbour process that slows the machine
+    slows both sides. A measurement just below the bar (within a factor 2) is repeated, up to
+    ``attempts`` times with more rounds each time, before the check fails: one unlucky
+    measurement does not cost a student the points, while a solution that is really slow stays
+    slow in every attempt (and one far below the bar fails at once). Returns the best median
+    speedup measured.
+    """
+    best, tries = 0.0, 0
+    for tries in range(1, attempts + 1):
+        result = compare_speed(fn, reference, *args, rounds=rounds * tries, **kwargs)
+        best = max(best, result.speedup)
+        if best >= min_speedup:
+            return best
+        if best < min_speedup / 2:  # far too slow: another attempt would not change the verdict
+            break
+    raise AssertionError(
+        f"{name} is {best:.2f}× as fast as the dense reference (median of interleaved rounds, best of "
+        f"{tries} attempt(s): {result.median_a * 1e3:.1f} ms vs {result.median_b * 1e3:.1f} ms); "
+        f"it needs to be at least {min_speedup:g}× faster. Compute only the keys each query can see.")
