@@ -70,7 +70,7 @@ def block_layout(mask_mod: MaskMod, N: int, M: int | None = None, *, block: int,
 
 
 def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, *, mask_mod: MaskMod, block: int = 32,
-                          scale: float | None = None) -> Tensor:
+                          scale: float | None = None, layout: Tensor | None = None) -> Tensor:
     """Attention restricted to ``mask_mod``, computed on the visible key blocks only.
 
     Args:
@@ -78,6 +78,9 @@ def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, *, mask_mod: MaskMod,
         mask_mod: ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = attend), tensor ops only.
         block: block size (N and M need not be multiples of it).
         scale: default ``1 / sqrt(D)``.
+        layout: the block layout if the caller knows it (BigBird's table, a cached one), boolean
+            and broadcastable to ``(B, H, ceil(N/block), ceil(M/block))``; by default it is
+            computed with :func:`block_layout`, which evaluates ``mask_mod`` on all N·M pairs.
 
     Returns:
         ``(B, H, N, Dv)``; a query that sees no key gets a zero row (as the dense reference).
@@ -88,7 +91,9 @@ def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, *, mask_mod: MaskMod,
     B, H, N, D = q.shape
     M, Dv = k.shape[-2], v.shape[-1]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
-    layout = block_layout(mask_mod, N, M, block=block, B=B, H=H, device=q.device)
+    if layout is None:
+        layout = block_layout(mask_mod, N, M, block=block, B=B, H=H, device=q.device)
+    layout = layout.to(q.device).expand(B, H, math.ceil(N / block), math.ceil(M / block))
     nqb, nkb = layout.shape[-2:]
     qb = F.pad(q, (0, 0, 0, nqb * block - N)).view(B, H, nqb, block, D)  # (B, H, nqb, block, D)
     kb = F.pad(k, (0, 0, 0, nkb * block - M)).view(B, H, nkb, block, D)  # (B, H, nkb, block, D)

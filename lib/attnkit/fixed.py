@@ -22,6 +22,7 @@ Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from .banded import (attend, block_attention, merge, residue_attention, summary_attention,
                      window_attention, window_keep)
-from .blocksparse import blocksparse_attention
+from .blocksparse import block_layout, blocksparse_attention
 from .dense import dense_attention
 from . import flex
 from .masks import MaskMod, materialize
@@ -173,8 +174,16 @@ def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, caus
     if flex.use_flex(q):
         return flex.flex_attend(q, k, v, key=("dilated", window, dilation, causal), scale=scale,
                                 mask_mod=flex.window_mod(window, dilation, causal, device=q.device))
-    return blocksparse_attention(q, k, v, mask_mod=dilated_mask(window, dilation, causal),
-                                 block=block, scale=scale)
+    mask_mod = dilated_mask(window, dilation, causal)
+    layout = _window_layout(q.shape[-2], window * dilation, causal, block)  # cached: O(N) per call
+    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale,
+                                 layout=layout.to(q.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_layout(N: int, reach: int, causal: bool, block: int) -> Tensor:
+    """Block layout of a window |i - j| <= reach: blocks whose index distance can fall inside it."""
+    return block_layout(local_mask(reach, causal), N, block=block)  # (1, 1, nb, nb)
 
 
 def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
@@ -266,7 +275,9 @@ def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int =
                                 key=("bigbird", block, window_blocks, global_blocks,
                                      random_blocks, seed))
     mask_mod = bigbird_mask(N, block, window_blocks, global_blocks, random_blocks, seed)
-    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale)
+    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
+    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale,
+                                 layout=layout)
 
 
 # ---------------------------------------------------------------- dense references

@@ -211,6 +211,11 @@ class SegmentRecurrence(nn.Module):
 
     ``forward`` returns ``(out (B, S, C), (k, v))`` with k, v ``(B, H, memory, D)``: the last
     ``memory`` positions of [old memory ; this segment], detached.
+
+    Design note: this layer caches the projected keys and values (an inference-style KV cache).
+    The paper caches the layer's *input* hidden states and re-projects them with the current
+    W_k, W_v, so those projections also get gradient from the memory positions. The forward
+    pass is the same; chapter 3 compares the two gradients.
     Cost: per segment O(S·(S + memory)·C) for the attention plus O(S·C²) for the projections.
     Paper: Dai et al. 2019, Transformer-XL (arXiv:1901.02860).
     """
