@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 LAB_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help venv demo test test-fast lab book notebooks release clean
+.PHONY: help venv demo test test-fast lab book notebooks release bench clean
 
 help:
 	@echo "make demo      release the assignments, autograde the sample submissions, write build/demo/"
@@ -15,6 +16,7 @@ help:
 	@echo "make lab       open JupyterLab on the repository (students start here)"
 	@echo "make book      execute the course notebooks and render them to build/book/*.html"
 	@echo "make notebooks rebuild course/*.ipynb and assignments/ from their py:percent sources"
+	@echo "make bench     time every attention variant against dense attention, write build/bench/"
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,9 @@ lab: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/attnkit book --out build/book
+
+bench: $(STAMP)
+	$(BIN)/attnkit bench --out build/bench $(BENCH_ARGS)
 
 notebooks release: $(STAMP)
 	$(BIN)/attnkit build

@@ -6,6 +6,7 @@
     attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
+    attnkit bench [--device D] [--n N ...] [--out build/bench]  every variant vs dense: time, memory
 
 The grading pipeline lives in the ``autograder`` package (imported only when a command needs
 it, so ``import attnkit`` stays light). ``attnkit grade`` prints one line per student while it
@@ -139,6 +140,32 @@ def cmd_book(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench(args) -> int:
+    from attnkit import VARIANTS
+    from attnkit.bench import bench, format_table
+
+    unknown = [n for n in args.variants or [] if n not in VARIANTS]
+    if unknown:
+        print(f"attnkit bench: error: unknown variant(s) {unknown}; registered: "
+              f"{', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("attnkit bench: error: --device cuda, but torch sees no GPU", file=sys.stderr)
+            return 2
+    ns = args.n or ([256, 512] if args.quick else [1024, 2048, 4096])
+    rounds = args.rounds or (3 if args.quick else 7)
+    rows = bench(out=args.out, device=args.device, ns=ns, variants=args.variants, dtype=args.dtype,
+                 batch=args.batch, heads=args.heads, dim=args.dim, rounds=rounds,
+                 dense_max_n=args.dense_max_n)
+    print()
+    print(format_table(rows))
+    print(f"\nwrote {Path(args.out) / 'bench.csv'} and {Path(args.out) / 'bench.png'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     usage = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="attnkit", epilog=usage,
@@ -179,6 +206,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="build/book")
     b.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     b.set_defaults(fn=cmd_book)
+
+    bn = sub.add_parser("bench", help="time and memory of every variant against dense attention")
+    bn.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bn.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 1024 2048 4096)")
+    bn.add_argument("--variants", nargs="+", help="registered variant names (default: all)")
+    bn.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    bn.add_argument("--batch", type=int, default=1, help="B (default 1)")
+    bn.add_argument("--heads", type=int, default=4, help="H (default 4)")
+    bn.add_argument("--dim", type=int, default=64, help="D, the head dim (default 64)")
+    bn.add_argument("--rounds", type=int, help="interleaved timing rounds (default 7)")
+    bn.add_argument("--dense-max-n", type=int,
+                    help="skip dense attention above this N (default 8192 on CPU, 16384 on CUDA)")
+    bn.add_argument("--quick", action="store_true", help="N 256 512 and 3 rounds (for tests)")
+    bn.add_argument("--out", default="build/bench")
+    bn.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -1,0 +1,296 @@
+"""Benchmark every registered variant against dense attention: time, peak memory and error.
+
+    attnkit bench [--device cpu|cuda] [--n 1024 2048 4096] [--variants local bigbird ...]
+
+For each length N and each variant in :data:`attnkit.VARIANTS` (the registry, so a variant
+registered anywhere is benchmarked), on random ``(B, H, N, D)`` inputs:
+
+    ms, dense_ms = medians of compare_speed(variant, baseline)   (interleaved rounds A B, B A, ...)
+    speedup      = dense_ms / ms                                 (> 1: the variant is faster)
+    peak_mib     = peak_memory(variant) / 2**20                  (the same for the baseline)
+    max_err      = max |variant - reference|                     (smallest N only, in float32)
+
+The baseline is what a sparse variant has to beat on that device: on the CPU the kit's
+``dense_attention`` (it materialises the N×N scores); on CUDA ``F.scaled_dot_product_attention``
+(FlashAttention or the memory-efficient kernel, O(N) memory), and ``dense_attention`` then
+appears as the registered ``dense`` variant. Peak memory is :func:`attnkit.measure.peak_memory`:
+on the CPU the bytes of tensors allocated and alive during the call (a dispatch mode, not the
+process RSS), on CUDA the allocator's peak above what was allocated before the call.
+
+Hyperparameters: the registry's ``example_kwargs`` are sized for N = 64, so
+:data:`BENCH_KWARGS` holds long-sequence settings per variant name (others fall back to their
+``example_kwargs``). Dense attention above ``dense_max_n`` is skipped (NaN in the CSV, "—" in
+the table): its N×N scores would not fit. A variant that raises is reported, not fatal.
+
+Writes ``OUT/bench.csv`` (one row per variant × N, columns :data:`COLUMNS`) and
+``OUT/bench.png`` (time and peak memory against N, log-log).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import platform
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .dense import dense_attention
+from .measure import compare_speed, peak_memory, time_call
+from .registry import VARIANTS
+
+__all__ = ["BENCH_KWARGS", "COLUMNS", "bench_kwargs", "baseline", "run_bench", "write_csv",
+           "plot_bench", "format_table", "bench"]
+
+# Long-sequence settings (w = window, s = stride, g = global tokens, r = random blocks).
+BENCH_KWARGS: dict[str, dict[str, Any]] = {
+    "local": {"window": 128},
+    "dilated": {"window": 64, "dilation": 2},
+    "strided": {"stride": 64},
+    "fixed": {"stride": 64, "summary": 8},
+    "longformer": {"window": 128, "global_tokens": 64},
+    "bigbird": {"block": 64, "window_blocks": 1, "global_blocks": 1, "random_blocks": 3},
+    "transformer_xl": {"segment": 256},
+}
+
+COLUMNS = ["variant", "N", "device", "dtype", "B", "H", "D", "kwargs", "ms", "dense_ms", "speedup",
+           "peak_mib", "dense_peak_mib", "max_err", "note"]
+
+DENSE_MAX_N = {"cpu": 8192, "cuda": 16384}  # float32, B=1, H=4: scores 1 GiB / 4 GiB
+NAN = float("nan")
+MIB = 2**20
+
+
+def bench_kwargs(name: str) -> dict[str, Any]:
+    """The hyperparameters ``name`` is benchmarked with: BENCH_KWARGS, else its example_kwargs."""
+    return dict(BENCH_KWARGS.get(name, VARIANTS[name].example_kwargs))
+
+
+def _sdpa(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def baseline(device: str) -> tuple[str, Callable]:
+    """The dense baseline on ``device``: (label, fn(q, k, v))."""
+    if device == "cuda":
+        return "SDPA", _sdpa
+    return "dense_attention", dense_attention
+
+
+def _format_kwargs(kw: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} threads, {platform.machine()}"
+
+
+def _inputs(B: int, H: int, N: int, D: int, dtype: torch.dtype, device: str, seed: int = 0):
+    """q, k, v ``(B, H, N, D)``, drawn in float32 from a fixed seed, then cast."""
+    g = torch.Generator().manual_seed(seed + N)
+    return tuple(torch.randn(B, H, N, D, generator=g).to(device=device, dtype=dtype)
+                 for _ in range(3))
+
+
+def _time_alone(fn: Callable, q, k, v, rounds: int) -> float:
+    """Median seconds of ``fn`` alone (when the dense baseline is skipped)."""
+    with torch.no_grad():
+        fn(q, k, v)
+        return statistics.median(time_call(fn, q, k, v) for _ in range(rounds))
+
+
+def _empty_row(name: str, note: str = "") -> dict[str, Any]:
+    return {"variant": name, "kwargs": _format_kwargs(bench_kwargs(name)), "ms": NAN,
+            "dense_ms": NAN, "speedup": NAN, "peak_mib": NAN, "max_err": NAN, "note": note}
+
+
+def _bench_one(name: str, N: int, q, k, v, *, base: Callable | None, rounds: int,
+               with_err: bool, dense_max_n: int) -> dict[str, Any]:
+    """Time, peak memory and (when ``with_err``) max error of one variant at one N."""
+    variant = VARIANTS[name]
+    kw = bench_kwargs(name)
+    row = _empty_row(name)
+    if variant.family == "dense" and N > dense_max_n:
+        row["note"] = f"skipped: N={N} > --dense-max-n {dense_max_n}"
+        return row
+    fn = functools.partial(variant, **kw)
+    with torch.no_grad():
+        out = fn(q, k, v)  # also the first warm-up call
+        if not isinstance(out, torch.Tensor) or out.shape != v.shape:
+            raise ValueError(f"{name} returned {getattr(out, 'shape', type(out).__name__)}, "
+                             f"expected (B, H, N, D) = {tuple(v.shape)}")
+        if with_err:
+            reference = functools.partial(variant.reference, **kw) if variant.reference else _sdpa
+            ref = reference(q.float(), k.float(), v.float())  # float32 even for bfloat16 runs
+            row["max_err"] = (out.float() - ref).abs().max().item()
+        del out
+        row["peak_mib"] = peak_memory(fn, q, k, v) / MIB
+    if base is None:
+        row["ms"] = _time_alone(fn, q, k, v, rounds) * 1e3
+    else:
+        result = compare_speed(fn, base, q, k, v, rounds=rounds, warmup=1)
+        row["ms"], row["dense_ms"] = result.median_a * 1e3, result.median_b * 1e3
+        row["speedup"] = row["dense_ms"] / row["ms"]
+    return row
+
+
+def run_bench(*, device: str = "cpu", ns: Sequence[int] = (1024, 2048, 4096),
+              variants: Sequence[str] | None = None, dtype: str = "float32", batch: int = 1,
+              heads: int = 4, dim: int = 64, rounds: int = 7, dense_max_n: int | None = None,
+              log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """Benchmark ``variants`` (default: all of VARIANTS) at each N; one row per variant × N."""
+    names = list(VARIANTS) if variants is None else list(variants)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; registered: {', '.join(VARIANTS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False)")
+    torch_dtype = getattr(torch, dtype)
+    dense_max_n = DENSE_MAX_N.get(device, 8192) if dense_max_n is None else dense_max_n
+    _, base_fn = baseline(device)
+    log = log or (lambda line: None)
+    rows = []
+    for N in sorted(ns):
+        q, k, v = _inputs(batch, heads, N, dim, torch_dtype, device)
+        common = {"N": N, "device": device, "dtype": dtype, "B": batch, "H": heads, "D": dim}
+        base, dense_peak = None, NAN  # above dense_max_n: variants are timed alone
+        if N <= dense_max_n:
+            base = base_fn
+            with torch.no_grad():
+                dense_peak = peak_memory(base, q, k, v) / MIB
+        for name in names:
+            try:
+                row = _bench_one(name, N, q, k, v, base=base, rounds=rounds,
+                                 with_err=N == min(ns) and N <= dense_max_n,
+                                 dense_max_n=dense_max_n)
+            except Exception as exc:  # a broken variant is reported, the run goes on
+                row = _empty_row(name, f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            row.update(common, dense_peak_mib=dense_peak if row["note"] == "" else NAN)
+            rows.append({c: row[c] for c in COLUMNS})
+            log(f"N={N:>6} {name:<16} " + (row["note"] or f"{row['ms']:10.2f} ms "
+                                                          f"({row['speedup']:.2f}x)"))
+        del q, k, v
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """One row per variant × N; floats to 6 significant digits, NaN as ``nan``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: f"{x:.6g}" if isinstance(x, float) else x for c, x in row.items()})
+    return path
+
+
+def _fmt(x: float, spec: str, dash: str = "—") -> str:
+    return dash if math.isnan(x) else format(x, spec)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """An aligned text table; a failed or skipped variant shows its note instead of figures."""
+    head = ["variant", "N", "ms", "dense ms", "speedup", "peak MiB", "dense MiB", "max err"]
+    lines = []
+    for r in rows:
+        if r["note"]:
+            lines.append([r["variant"], str(r["N"]), r["note"]])
+            continue
+        lines.append([r["variant"], str(r["N"]), _fmt(r["ms"], ".2f"), _fmt(r["dense_ms"], ".2f"),
+                      _fmt(r["speedup"], ".2f") + ("x" if not math.isnan(r["speedup"]) else ""),
+                      _fmt(r["peak_mib"], ".1f"), _fmt(r["dense_peak_mib"], ".1f"),
+                      _fmt(r["max_err"], ".1e", dash="")])
+    full = [cells for cells in lines if len(cells) == len(head)]
+    widths = [max([len(head[i])] + [len(c[i]) for c in full]) for i in range(len(head))]
+    widths[0] = max([widths[0]] + [len(c[0]) for c in lines])
+    widths[1] = max([widths[1]] + [len(c[1]) for c in lines])
+
+    def render(cells):
+        left = [cells[0].ljust(widths[0])]
+        return "  ".join(left + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]).rstrip()
+
+    out = [render(head), "  ".join("-" * w for w in widths)]
+    for cells in lines:
+        if len(cells) == len(head):
+            out.append(render(cells))
+        else:
+            out.append(f"{cells[0].ljust(widths[0])}  {cells[1].rjust(widths[1])}  {cells[2]}")
+    return "\n".join(out)
+
+
+def _minor_label(ax) -> Callable[[float, int], str]:
+    """Label the 2s and 5s between decades when the axis spans less than two decades."""
+    def label(y: float, _pos) -> str:
+        lo, hi = ax.get_ylim()
+        mantissa = round(y / 10 ** math.floor(math.log10(y)), 6)
+        return f"{y:g}" if hi / lo < 100 and mantissa in (2.0, 5.0) else ""
+    return label
+
+
+def plot_bench(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
+    """Time and peak memory against N (log-log), one line per variant plus the dense baseline."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    device = rows[0]["device"] if rows else "cpu"
+    label, base_fn = baseline(device)
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_t, ax_m = fig.subplots(1, 2)
+    ns = sorted({r["N"] for r in rows})
+    for ax, col, dense_col, ylabel in ((ax_t, "ms", "dense_ms", "time per call (ms, median)"),
+                                       (ax_m, "peak_mib", "dense_peak_mib", "peak memory (MiB)")):
+        for name in dict.fromkeys(r["variant"] for r in rows):
+            if VARIANTS.get(name) is not None and VARIANTS[name].fn is base_fn:
+                continue  # the baseline itself: drawn once below
+            pts = [(r["N"], r[col]) for r in rows if r["variant"] == name and r[col] > 0]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name)
+        dense = [(n, statistics.median(vals)) for n in ns
+                 if (vals := [r[dense_col] for r in rows if r["N"] == n and r[dense_col] > 0])]
+        if dense:
+            ax.plot(*zip(*dense), "k--", marker="s", lw=2, label=f"dense baseline ({label})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label(ax)))
+        ax.xaxis.set_major_locator(FixedLocator(ns))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(n) for n in ns])
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax_t.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center")
+    fig.suptitle(title or "attention variants against dense attention")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def bench(*, out: Path | str = "build/bench", log: Callable[[str], None] | None = print,
+          **options) -> list[dict[str, Any]]:
+    """:func:`run_bench`, then write ``OUT/bench.csv`` and ``OUT/bench.png``; returns the rows."""
+    rows = run_bench(log=log, **options)
+    out = Path(out)
+    write_csv(out / "bench.csv", rows)
+    r0 = rows[0] if rows else {}
+    device = options.get("device", "cpu")
+    rounds = options.get("rounds", 7)
+    title = (f"{_device_name(device)}, torch {torch.__version__}, {r0.get('dtype', '')}, "
+             f"B={r0.get('B')}, H={r0.get('H')}, D={r0.get('D')}, median of {rounds} rounds")
+    plot_bench(rows, out / "bench.png", title=title)
+    return rows
