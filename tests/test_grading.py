@@ -249,21 +249,23 @@ def test_check_mask_mod_names_the_disagreeing_pairs():
 
 
 def test_check_speedup_passes_a_fast_function_and_fails_a_slow_one():
+    """Sleep-based stand-ins: a 20× gap passes a 4× bar; equal times (ratio ~1, far below the
+    bar) fail after one attempt without retries."""
     import time as _time
 
     def slow():
-        _time.sleep(0.004)
+        _time.sleep(0.02)
 
     def fast():
-        _time.sleep(0.0005)
+        _time.sleep(0.001)
 
-    assert G.check_speedup(fast, slow, min_speedup=2.0, rounds=3) >= 2.0
+    assert G.check_speedup(fast, slow, min_speedup=4.0, rounds=3) >= 4.0
     calls = []
 
     def as_slow():
         calls.append(1)
-        _time.sleep(0.004)
+        _time.sleep(0.02)
 
-    with pytest.raises(AssertionError, match="at least 2× faster"):
-        G.check_speedup(as_slow, slow, min_speedup=2.0, rounds=3)
+    with pytest.raises(AssertionError, match="at least 4× faster"):
+        G.check_speedup(as_slow, slow, min_speedup=4.0, rounds=3)
     assert len(calls) == 3 + 2  # one attempt (3 rounds + 2 warm-up): far below the bar, no retry
