@@ -42,7 +42,7 @@ from .dense import dense_attention
 from .measure import compare_speed, peak_memory, time_call
 from .registry import VARIANTS
 
-__all__ = ["BENCH_KWARGS", "COLUMNS", "bench_kwargs", "baseline", "run_bench", "write_csv",
+__all__ = ["BENCH_KWARGS", "BENCH_KWARGS_CUDA", "COLUMNS", "bench_kwargs", "baseline", "run_bench", "write_csv",
            "plot_bench", "format_table", "bench"]
 
 # Long-sequence settings (w = window, s = stride, g = global tokens, r = random blocks).
@@ -54,6 +54,17 @@ BENCH_KWARGS: dict[str, dict[str, Any]] = {
     "longformer": {"window": 128, "global_tokens": 64},
     "bigbird": {"block": 64, "window_blocks": 1, "global_blocks": 1, "random_blocks": 3},
     "transformer_xl": {"segment": 256},
+    "linformer": {"proj_len": 256, "seed": 0},
+    "compressed": {"stride": 32},
+    "performer": {"m": 256, "seed": 0},
+}
+
+# On a GPU: the issue-3 targets (H100, bfloat16, N=16384, w=256, 64 global tokens) and blocks of
+# 128, the FlexAttention tile size (64-token BigBird blocks make every tile partial: slower).
+BENCH_KWARGS_CUDA: dict[str, dict[str, Any]] = {
+    "local": {"window": 256},
+    "longformer": {"window": 256, "global_tokens": 64},
+    "bigbird": {"block": 128, "window_blocks": 1, "global_blocks": 1, "random_blocks": 3},
 }
 
 COLUMNS = ["variant", "N", "device", "dtype", "B", "H", "D", "kwargs", "ms", "dense_ms", "speedup",
@@ -64,8 +75,11 @@ NAN = float("nan")
 MIB = 2**20
 
 
-def bench_kwargs(name: str) -> dict[str, Any]:
-    """The hyperparameters ``name`` is benchmarked with: BENCH_KWARGS, else its example_kwargs."""
+def bench_kwargs(name: str, device: str = "cpu") -> dict[str, Any]:
+    """The hyperparameters ``name`` is benchmarked with: BENCH_KWARGS (with the CUDA overrides
+    on a GPU), else its example_kwargs."""
+    if device == "cuda" and name in BENCH_KWARGS_CUDA:
+        return dict(BENCH_KWARGS_CUDA[name])
     return dict(BENCH_KWARGS.get(name, VARIANTS[name].example_kwargs))
 
 
@@ -104,8 +118,8 @@ def _time_alone(fn: Callable, q, k, v, rounds: int) -> float:
         return statistics.median(time_call(fn, q, k, v) for _ in range(rounds))
 
 
-def _empty_row(name: str, note: str = "") -> dict[str, Any]:
-    return {"variant": name, "kwargs": _format_kwargs(bench_kwargs(name)), "ms": NAN,
+def _empty_row(name: str, note: str = "", device: str = "cpu") -> dict[str, Any]:
+    return {"variant": name, "kwargs": _format_kwargs(bench_kwargs(name, device)), "ms": NAN,
             "dense_ms": NAN, "speedup": NAN, "peak_mib": NAN, "max_err": NAN, "note": note}
 
 
@@ -113,8 +127,8 @@ def _bench_one(name: str, N: int, q, k, v, *, base: Callable | None, rounds: int
                with_err: bool, dense_max_n: int) -> dict[str, Any]:
     """Time, peak memory and (when ``with_err``) max error of one variant at one N."""
     variant = VARIANTS[name]
-    kw = bench_kwargs(name)
-    row = _empty_row(name)
+    kw = bench_kwargs(name, q.device.type)
+    row = _empty_row(name, device=q.device.type)
     if variant.family == "dense" and N > dense_max_n:
         row["note"] = f"skipped: N={N} > --dense-max-n {dense_max_n}"
         return row
@@ -169,7 +183,7 @@ def run_bench(*, device: str = "cpu", ns: Sequence[int] = (1024, 2048, 4096),
                                  with_err=N == min(ns) and N <= dense_max_n,
                                  dense_max_n=dense_max_n)
             except Exception as exc:  # a broken variant is reported, the run goes on
-                row = _empty_row(name, f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+                row = _empty_row(name, f"{type(exc).__name__}: {exc}".splitlines()[0][:200], device)
                 if device == "cuda":
                     torch.cuda.empty_cache()
             row.update(common, dense_peak_mib=dense_peak if row["note"] == "" else NAN)

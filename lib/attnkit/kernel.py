@@ -1,0 +1,319 @@
+"""Kernel (linear) attention: replace exp(q·k) by a feature product φ(q)·φ(k) and reassociate.
+
+With a feature map φ: R^D -> R^m applied row-wise (Φ_Q = φ(Q) is (N, m), Φ_K = φ(K) is (M, m)):
+
+    out_i = Σ_j (φ(q_i)·φ(k_j)) v_j / Σ_j φ(q_i)·φ(k_j)
+          = φ(q_i)ᵀ (Φ_Kᵀ V) / φ(q_i)ᵀ (Φ_Kᵀ 1)                                        (linear)
+
+Φ_Kᵀ V is (m, Dv): the N×M matrix Φ_Q Φ_Kᵀ is never formed. Causal: the sums run over j <= i,
+i.e. prefix sums S_i = Σ_{j<=i} φ(k_j) v_jᵀ and z_i = Σ_{j<=i} φ(k_j). They are computed chunk by
+chunk (c rows): the masked c×c product inside a chunk, a running state (S, z) across chunks,
+so the largest tensor is O(c² + m·Dv) per head besides the O(N·(m + Dv)) features and output.
+One token at a time, the same state makes it an RNN (:func:`linear_recurrent`).
+
+Feature maps:
+
+    elu       φ(x) = elu(x) + 1                                           Katharopoulos et al.
+    positive  φ(x) = exp(Wx - |x|²/2) / sqrt(m),  W (m, D), rows ~ N(0, I)        FAVOR+
+              E[φ(q)·φ(k)] = exp(qᵀk)   (unbiased and always > 0)
+    trig      φ(x) = sqrt(2/m) [cos(Wx), sin(Wx)] exp(|x|²/2),  W (m/2, D): m features
+              E[φ(q)·φ(k)] = exp(|q|²/2) exp(|k|²/2) E[cos(wᵀ(q - k))] = exp(qᵀk)
+
+The Performer scales x -> x / D^(1/4) first, so φ(q)·φ(k) estimates exp(q·k / sqrt(D)): it is an
+estimate of ``dense_attention`` itself. Orthogonal features (:func:`orthogonal_gaussian`) draw
+W's rows in blocks of D orthonormal rows (QR of a Gaussian block), each rescaled to a chi(D)
+norm: every row is still N(0, I), but the estimate has lower variance. A new ``seed`` redraws.
+
+Efficient attention (Shen et al.) normalises q over its D features and k over the M positions:
+out = softmax_D(Q) (softmax_M(K)ᵀ V), again never N×M.
+
+Sources: Katharopoulos et al. (2020), Transformers are RNNs (arXiv:2006.16236); Choromanski et
+al. (2021), Rethinking Attention with Performers (arXiv:2009.14794); Rahimi & Recht (2007),
+Random Features for Large-Scale Kernel Machines; Shen et al. (2021), Efficient Attention:
+Attention with Linear Complexities (arXiv:1812.01243).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "elu_features", "positive_features", "trig_features", "gaussian_features", "orthogonal_gaussian",
+    "kernel_attention", "kernel_attention_reference", "linear", "linear_reference",
+    "linear_recurrent", "efficient", "efficient_reference", "performer", "performer_reference",
+    "RandomFeatures",
+]
+
+FeatureMap = Callable[[Tensor], Tensor]
+
+
+# ---------------------------------------------------------------- feature maps and random features
+
+def elu_features(x: Tensor) -> Tensor:
+    """φ(x) = elu(x) + 1 > 0 (Katharopoulos et al.): ``(..., D) -> (..., D)``.
+
+    Computed as x + 1 (x > 0) or exp(x) (x <= 0): ``F.elu(x) + 1`` rounds to 0 for x < -17 in
+    float32 (exp(x) - 1 + 1 cancels), and a zero feature row can zero a denominator.
+    """
+    return torch.where(x > 0, x + 1, torch.exp(x.clamp(max=0)))
+
+
+def positive_features(x: Tensor, w: Tensor) -> Tensor:
+    """FAVOR+ positive features φ(x) = exp(Wx - |x|²/2) / sqrt(m): ``(..., D), (m, D) -> (..., m)``."""
+    m = w.shape[0]
+    return torch.exp(x @ w.T - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(m)  # (..., m)
+
+
+def trig_features(x: Tensor, w: Tensor) -> Tensor:
+    """φ(x) = sqrt(2/m) [cos(Wx), sin(Wx)] exp(|x|²/2): ``(..., D), (m/2, D) -> (..., m)``."""
+    m = 2 * w.shape[0]
+    wx = x @ w.T  # (..., m/2)
+    norm = torch.exp((x * x).sum(-1, keepdim=True) / 2)  # (..., 1)
+    return torch.cat([wx.cos(), wx.sin()], dim=-1) * norm * math.sqrt(2 / m)  # (..., m)
+
+
+def orthogonal_gaussian(m: int, D: int, seed: int = 0, *, dtype=torch.float32, device=None) -> Tensor:
+    """``(m, D)`` Gaussian directions, orthonormal within each block of D rows, chi(D) norms.
+
+    Drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)`` (so the same seed
+    gives the same features in every dtype), then cast. Cost: O(⌈m/D⌉·D³).
+    """
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randn(math.ceil(m / D), D, D, generator=g, dtype=torch.float64)  # (m/D, D, D)
+    q, r = torch.linalg.qr(blocks)  # q: (m/D, D, D), orthonormal columns
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: fix column signs
+    w = q.transpose(-2, -1).reshape(-1, D)[:m]  # blocks of D orthonormal rows: (m, D)
+    norms = torch.randn(m, D, generator=g, dtype=torch.float64).norm(dim=-1, keepdim=True)  # chi(D)
+    return (w * norms).to(dtype=dtype, device=device)
+
+
+def gaussian_features(m: int, D: int, *, orthogonal: bool = True, seed: int = 0,
+                      dtype=torch.float32, device=None) -> Tensor:
+    """``(m, D)`` random projection W: orthogonal blocks (:func:`orthogonal_gaussian`) or iid N(0, 1)."""
+    if m < 1:
+        raise ValueError(f"the number of random features m must be >= 1, got {m}")
+    if orthogonal:
+        return orthogonal_gaussian(m, D, seed, dtype=dtype, device=device)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, D, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------- the shared linear-time core
+
+def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False,
+                     chunk: int = 64) -> Tensor:
+    """out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j), j over all keys (or j <= i).
+
+    Shapes: phi_q ``(B, H, N, m)``, phi_k ``(B, H, M, m)``, v ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+    Cost: time O(N·m·Dv) (causal: O(N·(c + m)·Dv) with c = chunk), memory O(N·(m + Dv) + c² + m·Dv).
+    """
+    if not causal:
+        kv = phi_k.transpose(-2, -1) @ v  # (B, H, m, M) @ (B, H, M, Dv) -> (B, H, m, Dv)
+        z = phi_k.sum(-2).unsqueeze(-1)  # (B, H, m, 1)
+        return (phi_q @ kv) / (phi_q @ z)  # (B, H, N, Dv) / (B, H, N, 1)
+    N = phi_q.shape[-2]
+    if phi_k.shape[-2] != N or chunk < 1:
+        raise ValueError(f"causal kernel attention needs as many keys as queries and chunk >= 1: "
+                         f"phi_q {tuple(phi_q.shape)}, phi_k {tuple(phi_k.shape)}, chunk={chunk}")
+    S = phi_q.new_zeros(*phi_q.shape[:-2], phi_q.shape[-1], v.shape[-1])  # (B, H, m, Dv) running Σ φ(k) vᵀ
+    z = phi_q.new_zeros(*phi_q.shape[:-2], phi_q.shape[-1], 1)  # (B, H, m, 1) running Σ φ(k)
+    outs = []
+    for s in range(0, N, chunk):
+        fq, fk, vc = phi_q[..., s:s + chunk, :], phi_k[..., s:s + chunk, :], v[..., s:s + chunk, :]
+        a = (fq @ fk.transpose(-2, -1)).tril()  # (B, H, c, m) @ (B, H, m, c) -> (B, H, c, c), j <= i
+        num = a @ vc + fq @ S  # in-chunk (B, H, c, Dv) + earlier chunks (B, H, c, m) @ (B, H, m, Dv)
+        den = a.sum(-1, keepdim=True) + fq @ z  # (B, H, c, 1)
+        outs.append(num / den)
+        S = S + fk.transpose(-2, -1) @ vc  # (B, H, m, c) @ (B, H, c, Dv) -> (B, H, m, Dv)
+        z = z + fk.sum(-2).unsqueeze(-1)  # (B, H, m, 1)
+    return torch.cat(outs, dim=2)  # (B, H, N, Dv)
+
+
+def kernel_attention_reference(phi_q: Tensor, phi_k: Tensor, v: Tensor, *,
+                               causal: bool = False) -> Tensor:
+    """The dense form: A = Φ_Q Φ_Kᵀ (N×M, lower triangle if causal), out = A V / A 1 (slow, obvious)."""
+    a = phi_q @ phi_k.transpose(-2, -1)  # (B, H, N, m) @ (B, H, m, M) -> (B, H, N, M)
+    if causal:
+        a = a.tril()
+    return (a @ v) / a.sum(-1, keepdim=True)  # (B, H, N, Dv)
+
+
+def _feature_map(feature_map: str | FeatureMap) -> FeatureMap:
+    if callable(feature_map):
+        return feature_map
+    if feature_map == "elu":
+        return elu_features
+    raise ValueError(f"unknown feature_map {feature_map!r}: use 'elu' or a function (..., D) -> (..., m)")
+
+
+# ---------------------------------------------------------------- linear attention (Katharopoulos)
+
+def linear(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
+           causal: bool = False, chunk: int = 64) -> Tensor:
+    """Linear attention: out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ Σ_j φ(k_j), φ = elu + 1.
+
+    Shapes: q ``(B, H, N, D)``, k ``(B, H, M, D)``, v ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+    Causal (M = N): chunked prefix sums with a running state, see :func:`kernel_attention`.
+    Cost: time O(N·D·Dv), memory O(N·(D + Dv) + chunk² + D·Dv); never N×M.
+    Paper: Katharopoulos et al. 2020, Transformers are RNNs (arXiv:2006.16236).
+    """
+    phi = _feature_map(feature_map)
+    return kernel_attention(phi(q), phi(k), v, causal=causal, chunk=chunk)
+
+
+def linear_reference(q, k, v, *, feature_map="elu", causal=False, chunk=None):
+    """Dense form of :func:`linear`: the N×M matrix φ(Q) φ(K)ᵀ, row-normalised (slow, obvious)."""
+    phi = _feature_map(feature_map)
+    return kernel_attention_reference(phi(q), phi(k), v, causal=causal)
+
+
+def linear_recurrent(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
+                     state: tuple[Tensor, Tensor] | None = None, return_state: bool = False):
+    """Causal linear attention as an RNN, one token at a time (equals ``linear(causal=True)``).
+
+        S_t = S_{t-1} + φ(k_t) v_tᵀ,   z_t = z_{t-1} + φ(k_t),   out_t = φ(q_t)ᵀ S_t / φ(q_t)ᵀ z_t
+
+    ``state = (S (B, H, m, Dv), z (B, H, m))`` continues from an earlier call; with
+    ``return_state`` the result is ``(out (B, H, N, Dv), state)``.
+    Cost: time O(N·m·Dv), state O(m·Dv) per head, independent of N.
+    """
+    phi = _feature_map(feature_map)
+    phi_q, phi_k = phi(q), phi(k)  # (B, H, N, m)
+    if state is None:
+        S = phi_q.new_zeros(*phi_q.shape[:-2], phi_q.shape[-1], v.shape[-1])  # (B, H, m, Dv)
+        z = phi_q.new_zeros(*phi_q.shape[:-2], phi_q.shape[-1])  # (B, H, m)
+    else:
+        S, z = state
+    outs = []
+    for t in range(q.shape[-2]):
+        S = S + phi_k[..., t, :, None] * v[..., t, None, :]  # (B, H, m, 1) * (B, H, 1, Dv)
+        z = z + phi_k[..., t, :]  # (B, H, m)
+        num = (phi_q[..., t, None, :] @ S).squeeze(-2)  # (B, H, 1, m) @ (B, H, m, Dv) -> (B, H, Dv)
+        outs.append(num / (phi_q[..., t, :] * z).sum(-1, keepdim=True))
+    out = torch.stack(outs, dim=2) if outs else v.new_zeros(*v.shape[:-2], 0, v.shape[-1])
+    return (out, (S, z)) if return_state else out  # (B, H, N, Dv)
+
+
+# ---------------------------------------------------------------- efficient attention (Shen et al.)
+
+def efficient(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Efficient attention: out = softmax_D(Q) (softmax_M(K)ᵀ V).
+
+    Each query row is a softmax over its D features; each key column a softmax over the M
+    positions. Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+    Cost: time O((N + M)·D·Dv), memory O((N + M)·D + D·Dv).
+    Paper: Shen et al. 2021, Efficient Attention: Attention with Linear Complexities (arXiv:1812.01243).
+    """
+    context = k.softmax(dim=-2).transpose(-2, -1) @ v  # (B, H, D, M) @ (B, H, M, Dv) -> (B, H, D, Dv)
+    return q.softmax(dim=-1) @ context  # (B, H, N, D) @ (B, H, D, Dv) -> (B, H, N, Dv)
+
+
+def efficient_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Dense form of :func:`efficient`: the N×M matrix softmax_D(Q) softmax_M(K)ᵀ times V."""
+    a = q.softmax(dim=-1) @ k.softmax(dim=-2).transpose(-2, -1)  # (B, H, N, M)
+    return a @ v  # (B, H, N, Dv)
+
+
+# ---------------------------------------------------------------- Performer (FAVOR+)
+
+def _performer_setup(q, k, m, kind, orthogonal, seed, features, scale):
+    if kind not in ("positive", "trig"):
+        raise ValueError(f"kind must be 'positive' or 'trig', got {kind!r}")
+    D = q.shape[-1]
+    if features is None:
+        if kind == "trig" and m % 2:
+            raise ValueError(f"trig features come in cos/sin pairs: m must be even, got {m}")
+        rows = m if kind == "positive" else m // 2
+        features = gaussian_features(rows, D, orthogonal=orthogonal, seed=seed, dtype=q.dtype,
+                                     device=q.device)  # (m, D) or (m/2, D)
+    c = math.sqrt(1.0 / math.sqrt(D) if scale is None else scale)  # x -> x / D^(1/4)
+    return q * c, k * c, features.to(dtype=q.dtype, device=q.device)
+
+
+def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "positive",
+              orthogonal: bool = True, seed: int = 0, causal: bool = False,
+              features: Tensor | None = None, scale: float | None = None, chunk: int = 64) -> Tensor:
+    """Performer (FAVOR+): random features whose product estimates exp(q·k·scale), then linear attention.
+
+    E[φ(q)·φ(k)] = exp(q·k / sqrt(D)), so the output estimates ``dense_attention`` (ratio of
+    unbiased estimates). W is drawn from ``seed`` (a new seed redraws) unless ``features`` (W,
+    ``(m, D)``; ``(m/2, D)`` for trig) is given. Positive features are computed with a per-query
+    (and, non-causal, a per-head) shift of the exponent, which cancels in the ratio.
+    Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+    Cost: time O((N + M)·m·(D + Dv)), memory O((N + M)·m + m·Dv); never N×M.
+    Paper: Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794).
+    """
+    q, k, w = _performer_setup(q, k, m, kind, orthogonal, seed, features, scale)
+    if kind == "trig":
+        phi_q, phi_k = trig_features(q, w), trig_features(k, w)
+    else:
+        log_q = q @ w.T - (q * q).sum(-1, keepdim=True) / 2  # (B, H, N, m)
+        log_k = k @ w.T - (k * k).sum(-1, keepdim=True) / 2  # (B, H, M, m)
+        phi_q = torch.exp(log_q - log_q.amax(-1, keepdim=True))  # per-query constant: cancels
+        if not causal:  # one constant per head: cancels too (causal: the future must not enter)
+            log_k = log_k - log_k.amax(dim=(-2, -1), keepdim=True)
+        phi_k = torch.exp(log_k)  # the 1/sqrt(m) cancels as well
+    return kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk)
+
+
+def performer_reference(q, k, v, *, m=256, kind="positive", orthogonal=True, seed=0, causal=False,
+                        features=None, scale=None, chunk=None):
+    """Dense form of :func:`performer` (same W): the N×M matrix φ(Q) φ(K)ᵀ, row-normalised.
+
+    It equals ``performer``, not softmax attention: the estimate, computed the slow way.
+    """
+    q, k, w = _performer_setup(q, k, m, kind, orthogonal, seed, features, scale)
+    phi = positive_features if kind == "positive" else trig_features
+    return kernel_attention_reference(phi(q, w), phi(k, w), v, causal=causal)
+
+
+class RandomFeatures(nn.Module):
+    """Performer attention with its W held in a buffer and redrawn on demand.
+
+        attn = RandomFeatures(D, m=256); out = attn(q, k, v); attn.redraw()   # new W, next seed
+    """
+
+    def __init__(self, dim: int, m: int = 256, *, kind: str = "positive", orthogonal: bool = True,
+                 seed: int = 0):
+        super().__init__()
+        self.dim, self.m, self.kind, self.orthogonal, self.seed = dim, m, kind, orthogonal, seed
+        self.register_buffer("w", self._draw(seed))
+
+    def _draw(self, seed: int) -> Tensor:
+        rows = self.m if self.kind == "positive" else self.m // 2
+        return gaussian_features(rows, self.dim, orthogonal=self.orthogonal, seed=seed)
+
+    def redraw(self, seed: int | None = None) -> None:
+        """Draw a new W (from ``seed``, default the next seed)."""
+        self.seed = self.seed + 1 if seed is None else seed
+        self.w = self._draw(self.seed).to(self.w.device)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False) -> Tensor:
+        return performer(q, k, v, kind=self.kind, features=self.w, causal=causal)
+
+
+# ---------------------------------------------------------------- registry entries
+
+def _register() -> None:
+    from .registry import register
+
+    register("linear", linear, family="kernel", reference=linear_reference,
+             cost="O(N·D·Dv) time, O(N·D + D·Dv) memory (causal: + chunk²)",
+             paper="Katharopoulos et al. 2020, Transformers are RNNs: Fast Autoregressive "
+                   "Transformers with Linear Attention (arXiv:2006.16236)",
+             example_kwargs={})
+    register("efficient", efficient, family="kernel", reference=efficient_reference,
+             cost="O(N·D·Dv) time, O(N·D + D·Dv) memory",
+             paper="Shen et al. 2021, Efficient Attention: Attention with Linear Complexities "
+                   "(arXiv:1812.01243)",
+             example_kwargs={})
+    register("performer", performer, family="kernel", reference=performer_reference,
+             cost="O(N·m·(D + Dv)) time, O(N·m + m·Dv) memory",
+             paper="Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794)",
+             example_kwargs={"m": 256, "seed": 0})
+
+
+_register()
