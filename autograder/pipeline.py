@@ -38,6 +38,7 @@ import nbformat
 from . import gradebook as gbk
 from .assignments import spec_for
 from .config import make_api, nbgrader_session
+from .feedback import hidden_tests_redacted
 from .notebooks import solution_source
 from .outcome import describe_notebook, failure_reason
 from .release import (PipelineError, generate_assignment, grade_ids,  # noqa: F401
@@ -101,7 +102,7 @@ class _State:
 
 
 def _grade_one(api, root: Path, out: Path, assignment: str, sub: Submission,
-               db_url: str, parts) -> StudentResult:
+               db_url: str, parts, show_hidden: bool = False) -> StudentResult:
     """Autograde one student's submission in the staged course and copy the feedback out."""
     start = time.perf_counter()
     result = StudentResult(sub.student, "failed", sha256=sub.sha256)
@@ -113,7 +114,7 @@ def _grade_one(api, root: Path, out: Path, assignment: str, sub: Submission,
         result.notes = sub.problem
     else:
         try:
-            _autograde(api, root, out, assignment, sub, db_url, parts, result)
+            _autograde(api, root, out, assignment, sub, db_url, parts, result, show_hidden)
         except Exception as exc:  # a bug or an nbgrader surprise must not stop the others
             result.status, result.notes = "failed", f"grading error: {type(exc).__name__}: {exc}"
     if result.status == "failed":
@@ -124,7 +125,7 @@ def _grade_one(api, root: Path, out: Path, assignment: str, sub: Submission,
 
 
 def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_url: str,
-               parts, result: StudentResult) -> None:
+               parts, result: StudentResult, show_hidden: bool = False) -> None:
     """Submit, autograde and generate feedback for one student; fill in ``result``."""
     dest = root / "submitted" / sub.student / assignment
     dest.mkdir(parents=True)
@@ -139,7 +140,8 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
     autograded = root / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
     result.status = "graded"
     result.notes = describe_notebook(autograded, parts, cells)
-    fb = api.generate_feedback(assignment, sub.student, force=True)
+    with hidden_tests_redacted(autograded, show_hidden=show_hidden):
+        fb = api.generate_feedback(assignment, sub.student, force=True)
     html = root / "feedback" / sub.student / assignment / f"{assignment}.html"
     if fb["success"] and html.exists():
         (out / "feedback" / sub.student).mkdir(parents=True, exist_ok=True)
@@ -150,11 +152,12 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
 
 def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None = None,
           db_url: str | None = None, timeout: int | None = None, force: bool = False,
-          jobs: int = 1, echo=print) -> GradeRun:
+          jobs: int = 1, show_hidden: bool = False, echo=print) -> GradeRun:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
     ``jobs`` > 1 autogrades that many students at once, each in its own process (all in the
     one staged course directory and gradebook; each student has folders of their own).
+    ``show_hidden`` keeps the hidden tests in the students' feedback (see ``feedback.py``).
     """
     from .report import write_report
 
@@ -174,7 +177,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
         digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
         settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
                     "timeout": timeout, "db_url": db_url,
-                    "stderr_pattern": spec_for(assignment).ignore_pattern()}
+                    "stderr_pattern": spec_for(assignment).ignore_pattern(),
+                    "show_hidden": show_hidden}
         state = _State(out / "state.json", settings)
         subs = collect(Path(submissions), assignment, out / "incoming")
         run = GradeRun(assignment, out, parts)
@@ -199,7 +203,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
             for res in results.values():
                 _score(res, db_url, assignment, run.max_score)
                 echo("  " + res.line())
-            job = (root, out, assignment, db_url, parts)
+            job = (root, out, assignment, db_url, parts, show_hidden)
             for res in _grade_all(api, job, todo, jobs):
                 state.students[res.student] = {k: v for k, v in asdict(res).items() if k in
                                                ("student", "status", "notes", "sha256", "seconds")}
@@ -224,17 +228,17 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
 
 def _grade_in_worker(job: tuple, sub: Submission) -> StudentResult:
     """``_grade_one`` in a worker process (its own nbgrader API; log to the same file)."""
-    root, out, assignment, db_url, parts = job
+    root, out, assignment, db_url, parts, show_hidden = job
     with nbgrader_session(out / "grading.log"):
-        return _grade_one(make_api(root), root, out, assignment, sub, db_url, parts)
+        return _grade_one(make_api(root), root, out, assignment, sub, db_url, parts, show_hidden)
 
 
 def _grade_all(api, job: tuple, todo: list[Submission], jobs: int):
     """Yield each student's result as it is ready: in this process, or in ``jobs`` workers."""
-    root, out, assignment, db_url, parts = job
+    root, out, assignment, db_url, parts, show_hidden = job
     if jobs <= 1 or len(todo) <= 1:
         for sub in todo:
-            yield _grade_one(api, root, out, assignment, sub, db_url, parts)
+            yield _grade_one(api, root, out, assignment, sub, db_url, parts, show_hidden)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process holding kernels
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:

@@ -59,6 +59,11 @@ def test_grading_the_samples(name, tmp_path):
 
     for student in EXPECTED[name]:
         assert list((out / "feedback" / student).glob("*.html")), f"no feedback for {student}"
+    feedback = (out / "feedback" / "full" / f"{name}.html").read_text(encoding="utf-8")
+    assert "BEGIN HIDDEN TESTS" not in feedback and "lines of hidden tests" in feedback, \
+        "the feedback shows the hidden tests"
+    autograded = (out / "course" / "autograded" / "full" / name / f"{name}.ipynb").read_text(encoding="utf-8")
+    assert "BEGIN HIDDEN TESTS" in autograded, "the instructor's autograded copy lost its hidden tests"
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "crash_early" in report and "ModuleNotFoundError" in report, "the report does not explain the crash"
 

@@ -3,6 +3,7 @@
     attnkit build                         course/NN_*.py -> course/NN_*.ipynb
     attnkit release [ASSIGNMENT ...]      solutions/<a>/<a>.py -> assignments/<a>/<a>.ipynb
     attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force] [--jobs N]
+                                          [--show-hidden]
     attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
@@ -48,7 +49,8 @@ def cmd_grade(args) -> int:
     print(f"grading {args.assignment} from {args.submissions} into {out} "
           f"(nbgrader log: {out / 'grading.log'})")
     run = grade(args.assignment, Path(args.submissions), out, source=args.source,
-                db_url=args.db, timeout=args.timeout, force=args.force, jobs=args.jobs)
+                db_url=args.db, timeout=args.timeout, force=args.force, jobs=args.jobs,
+                show_hidden=args.show_hidden)
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
@@ -71,7 +73,7 @@ def cmd_demo(args) -> int:
             continue
         print(f"grading the samples of {name}")
         run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
-                    jobs=args.jobs)
+                    jobs=args.jobs, show_hidden=args.show_hidden)
         print(format_table(run) + "\n")
         runs.append(run)
         rows += read_csv(run.out / "grades.csv")
@@ -188,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--source", help="source notebook (py:percent) instead of solutions/<a>/<a>.py")
     g.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
     g.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    g.add_argument("--show-hidden", action="store_true",
+                   help="keep the hidden tests in the students' feedback (default: redacted)")
     g.set_defaults(fn=cmd_grade)
 
     d = sub.add_parser("demo", help="release everything and grade the sample submissions")
@@ -196,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=int, help="seconds per cell (default: per assignment)")
     d.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
     d.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    d.add_argument("--show-hidden", action="store_true", help="keep hidden tests in the feedback")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("samples", help="rewrite autograder/samples/ from their recipes")
