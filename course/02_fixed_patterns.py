@@ -213,7 +213,7 @@ def setup(name, N):
     return {
         "dense": (attnkit.dense_attention, {}, attnkit.full),
         "local": (fixed.local, dict(window=64), fixed.local_mask(64)),
-        "dilated": (fixed.dilated, dict(window=32, dilation=2, block=64), fixed.dilated_mask(32, 2)),
+        "dilated": (fixed.dilated, dict(window=32, dilation=2), fixed.dilated_mask(32, 2)),
         "strided": (fixed.strided, dict(stride=s), fixed.strided_mask(s)),
         "fixed": (fixed.fixed, dict(stride=s, summary=4), fixed.fixed_mask(s, 4)),
         "longformer": (fixed.longformer, dict(window=64, global_tokens=16),
@@ -510,11 +510,15 @@ print(f"keys per query per layer: {stride_part.sum(1).mean():.0f} + {block_part.
 # outside the band and get masked, so the banded path computes somewhat more than the $2w+1$
 # keys per query it needs; in exchange every step is one large batched matrix product.
 #
-# **Reordering into dense pieces** (strided, fixed). Some patterns are dense after a reshape.
+# **Reordering into dense pieces** (strided, fixed, dilated). Some patterns are dense after a
+# reshape.
 # Viewing the positions as an $(N/s)\times s$ grid, position $p$ in row $\lfloor p/s\rfloor$ and
 # column $p \bmod s$, strided's older keys $j \equiv i \pmod s$ are *the same column* of the grid,
 # and fixed's own-block keys are *the same row*. Each is an ordinary causal attention over $N/s$
-# or $s$ positions after a `view` (and a transpose for columns). A pattern that is the union of
+# or $s$ positions after a `view` (and a transpose for columns). In the same way a dilated
+# window is a plain window of $w$ steps inside each residue class mod $\delta$: the kit runs the
+# banded path on the $\delta$ class sequences, so its cost does not grow with $\delta$. A
+# pattern that is the union of
 # disjoint pieces $P_1, P_2, \dots$ is then put together from the pieces' outputs $o_{p,i}$ and
 # log-sum-exps $\ell_{p,i} = \log \sum_{j \in P_p} e^{s_{ij}}$:
 #
@@ -526,7 +530,7 @@ print(f"keys per query per layer: {stride_part.sum(1).mean():.0f} + {block_part.
 # keys block by block, chapter 9). Strided = causal window of reach $s-1$ + column; fixed = row
 # block + the gathered summary keys.
 #
-# **Block-sparse** (dilated, BigBird, and any mask function, including per-head ones). Cut
+# **Block-sparse** (BigBird, and any mask function, including per-head ones). Cut
 # queries and keys into blocks of $b$. The *block layout* records which (query block, key block)
 # tiles contain at least one visible pair:
 #
@@ -565,8 +569,8 @@ with torch.no_grad():
 # The dense call's largest tensor is the full $(1, 4, N, N)$ stack of scores. None of the
 # sparse calls allocates anything of that size: the largest tensor is one set of chunk scores,
 # one block row, a reordered piece, or simply the output. The keys computed per query are within
-# a small factor of the keys needed; the waste is the masked corners of slabs, the holes of the
-# dilated window inside its tiles, and the padding of reordered pieces.
+# a small factor of the keys needed; the waste is the masked corners of slabs, partly visible
+# tiles of BigBird, and the padding of reordered pieces.
 #
 # Why not send every pattern through the block path? Because a tile is computed as soon as
 # *one* of its pairs is visible. Draw the block layouts:
@@ -591,10 +595,11 @@ for name, lay in layouts.items():
 # %% [markdown]
 # For strided and fixed every tile on or below the diagonal is computed, about half of the
 # dense work, although only a few percent of the pairs are visible: a stride column or a
-# summary column passes through *every* key block. Dilation wastes a factor $\delta$ inside
-# its tiles for the same reason (the holes are inside the tiles). The reordering removes the
-# problem for strided and fixed. Here is its core written out by hand: the column piece alone
-# (query $i$ reads $j \le i$ with $s \mid i - j$), as a reshape, a transpose and one causal
+# summary column passes through *every* key block. A dilated window through the block path
+# would waste a factor $\delta$ inside its tiles for the same reason (the holes are inside the
+# tiles). The reordering removes the problem for strided, fixed and dilated. Here is its core
+# written out by hand: the column piece alone (query $i$ reads $j \le i$ with $s \mid i - j$), as
+# a reshape, a transpose and one causal
 # attention per residue class,
 #
 # $$
@@ -771,8 +776,8 @@ for kind, (g_tok, r_keys) in GRAPH_KINDS.items():
 # machine), we record the median time of a few calls after a warm-up, and the peak memory of one
 # call (`attnkit.peak_memory`, whose call doubles as the warm-up). All patterns run from
 # $N = 512$ to $4096$ by default; `BIG = True` takes the sparse ones to $16384$ and dense to
-# $8192$. For the two block-sparse patterns we also time how long it takes to derive their block
-# layout from the mask function, because it turns out to matter.
+# $8192$. For the block-sparse pattern (BigBird) we also time how long it takes to derive its
+# block layout from the mask function, because it turns out to matter.
 #
 # On a log-log plot a cost $cN^p$ is a line of slope $p$. We fit each curve's slope over its
 # sizes from $N = 1024$ on, where fixed overheads matter less.
@@ -791,7 +796,7 @@ def measure(name, N):
     repeats = 3 if N <= 2048 else 2
     seconds = float(np.median([time_call(fn, q, k, v, **kwargs) for _ in range(repeats)]))
     layout_seconds = None
-    if name in ("dilated", "bigbird"):
+    if name == "bigbird":
         layout_seconds = time_call(block_layout, mask_mod, N, block=kwargs["block"], B=1, H=4)
     return seconds, peak, layout_seconds
 
@@ -813,7 +818,7 @@ for name, rows in timing.items():
         f"{rows[N][0] * 1e3:>9.1f} ms {rows[N][1] / 2**20:>5.0f} MiB" if N in rows else f"{'':>19}"
         for N in Ns_time))
 print("\nderiving the block layout from the mask function, relative to the whole call:")
-for name in ("dilated", "bigbird"):
+for name in ("bigbird",):
     print(f"{name:<11}" + "".join(f"{'N=' + str(N)}: {timing[name][N][2] / timing[name][N][0]:4.0%}   "
                                   for N in Ns_time))
 
@@ -865,15 +870,14 @@ for name, (st, sm) in slopes.items():
 #   are a handful of large matrix products with no Python loop: they are the fastest at every
 #   $N$ measured. Their time slopes can sit above their memory slopes, because larger working
 #   sets fall out of the processor's caches (chapter 1, section 8).
-# * **The block path** (dilated, BigBird) loops over query blocks in Python, so it is slower
-#   than the banded and reordered paths, though its memory is linear. The printed ratios show
-#   a second trap: deriving the *block layout* from the mask function evaluates it on all $N^2$
-#   pairs. Those are cheap boolean operations, but there are $N^2$ of them, and at large $N$
-#   they would cost as much as the attention itself (or more). So the kit never does that per
-#   call: `bigbird` reads its layout from the small $(N/b)\times(N/b)$ table that defines it,
-#   and `dilated` caches its layout per length, as FlexAttention caches its block masks (next
-#   section). An earlier version of the kit recomputed it on every call, and its time slopes
-#   were well above 1.
+# * **The block path** (BigBird) loops over query blocks in Python, so it is slower than the
+#   banded and reordered paths, though its memory is linear. The printed ratio shows a second
+#   trap: deriving the *block layout* from the mask function evaluates it on all $N^2$ pairs.
+#   Those are cheap boolean operations, but there are $N^2$ of them, and at large $N$ they
+#   would cost as much as the attention itself (or more). So the kit never does that per call:
+#   `bigbird` reads its layout from the small $(N/b)\times(N/b)$ table that defines it, as
+#   FlexAttention caches its block masks (next section). An earlier version of the kit
+#   recomputed it on every call, and its time slopes were well above 1.
 #
 # Note that all of this is PyTorch on one CPU thread. The absolute speed-ups depend on the
 # machine; the statement that sparse attention turns a quadratic cost into a (nearly) linear one

@@ -32,8 +32,9 @@ def dense_with(mask_mod, q, k, v):
 CASES = [
     ("local", {"window": w, "causal": c}) for w, c in itertools.product([0, 1, 5, 16, 100], [False, True])
 ] + [
-    ("dilated", {"window": w, "dilation": d, "causal": c, "block": b})
-    for w, d, c, b in [(1, 2, False, 8), (3, 3, True, 7), (40, 2, False, 16), (2, 1, False, 5)]
+    ("dilated", {"window": w, "dilation": d, "causal": c})
+    for w, d, c in [(1, 2, False), (3, 3, True), (40, 2, False), (2, 1, False), (2, 5, False),
+                    (1, 40, True), (0, 3, False)]
 ] + [
     ("strided", {"stride": s}) for s in [1, 2, 4, 7, 50]
 ] + [
@@ -182,6 +183,17 @@ def test_strided_and_fixed_cost_scales_with_the_pattern_not_N_squared(name, kwar
     assert largest_intermediate(fn, q, k, v, **kwargs).numel <= 2 * B * H * visible(N)
     assert count_flops(fn, q, k, v, **kwargs) <= 4 * 2 * B * H * visible(N) * D
     assert 2 * B * H * visible(N) < B * H * N * N / 4  # the bounds above are far from dense
+
+
+def test_dilated_cost_does_not_grow_with_the_dilation():
+    """A dilated window is a plain window inside each residue class: O(N·w), whatever δ."""
+    B, H, N, D, w = 1, 2, 1024, 8, 8
+    q, k, v = fresh_qkv(B=B, H=H, N=N, D=D, dtype=torch.float32)
+    for dilation in (1, 4, 16):
+        biggest = largest_intermediate(VARIANTS["dilated"], q, k, v, window=w, dilation=dilation)
+        assert biggest.numel <= 4 * B * H * (N + 16) * (2 * w + 1), (dilation, biggest)
+        flops = count_flops(VARIANTS["dilated"], q, k, v, window=w, dilation=dilation)
+        assert flops <= 16 * B * H * (N + 16) * (2 * w + 1) * D, (dilation, flops)
 
 
 def test_longformer_global_keys_inside_the_window_count_once():

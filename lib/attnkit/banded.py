@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["attend", "merge", "window_attention", "residue_attention", "block_attention",
+__all__ = ["attend", "merge", "window_attention", "dilated_attention", "residue_attention", "block_attention",
            "summary_attention"]
 
 Part = tuple[Tensor, Tensor]  # (out (B, H, N, Dv), lse (B, H, N))
@@ -86,14 +86,18 @@ def _pad_to(x: Tensor, length: int) -> Tensor:
 
 
 def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
-                     causal: bool = False, scale: float) -> Part:
+                     causal: bool = False, scale: float, valid: Tensor | None = None) -> Part:
     """Window |i - j| <= reach (d % dilation == 0), by chunks of c queries against slabs.
 
     Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
-    length L = c + 2·reach (causal: [n·c - reach, n·c + c), L = c + reach). The visible part of a slab is the same band for every chunk, so the
-    mask is one additive ``(nc, c, L)`` bias (0 or -inf) built once, and the scale is folded
-    into q. c = w, raised towards 64 (at most 2w) for small windows: tiny chunks cost more in
+    length L = c + 2·reach (causal: [n·c - reach, n·c + c), L = c + reach). The visible part
+    of a slab is the same band for every chunk, so the mask is one additive ``(nc, c, L)`` bias
+    (0 or -inf) built once, and the scale is folded into q. c = w, raised towards 64 (at most 2w) for small windows: tiny chunks cost more in
     per-matmul overhead than they save (measured on the course machine). So L <= 4w.
+
+    ``valid`` (boolean, broadcastable to ``(B, H, N)``) marks positions that are real: keys
+    outside it are masked for the real queries (used by :func:`dilated_attention`, whose
+    residue sequences end in padding).
 
     Cost: time O(N·(c + 2w)·D) <= O(4·N·w·D), memory O(N·(c + 2w)) = O(N·w).
     """
@@ -116,12 +120,40 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: i
     keep = window_keep(i - j, reach, dilation, causal) & (j >= 0) & (j < N)  # (nc, c, L)
     keep |= i >= N  # padding queries (cropped below) see their whole slab: no NaN in backward
     bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, -math.inf)
+    if valid is not None:
+        valid_q = F.pad(valid, (0, nc * c - N)).unflatten(-1, (nc, c)).unsqueeze(-1)  # (.., nc, c, 1)
+        valid_k = F.pad(valid, (w, nc * c - N + after)).unfold(-1, L, c).unsqueeze(-2)  # (.., nc, 1, L)
+        bias = bias.masked_fill(valid_q & ~valid_k, -math.inf)  # (.., nc, c, L)
     scores = qc @ ks + bias  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
     # Every real query row holds j = i, so no row is fully masked: torch.softmax is safe.
     out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
     out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
     lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
     return out, lse
+
+
+def dilated_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int,
+                      causal: bool = False, scale: float) -> Part:
+    """Dilated window |i - j| <= w·δ, (i - j) % δ == 0, as a plain window inside residue classes.
+
+    Positions with the same residue r = i mod δ form a sequence r, r + δ, r + 2δ, ...; in it,
+    the dilated window is an ordinary window of w steps. Viewing ``(B, H, N, D)`` as
+    ``(B, H·δ, N/δ, D)`` turns the pattern into :func:`window_attention` on δ·H sequences.
+    Cost: time O(N·w·D), memory O(N·w) (not O(N·w·δ)).
+    """
+    B, H, N, D = q.shape
+    Dv, d = v.shape[-1], dilation
+    n = math.ceil(N / d)
+
+    def split(x: Tensor) -> Tensor:  # (B, H, N, E) -> (B, H·δ, n, E): sequence h·δ + r
+        return _grid(x, d).transpose(2, 3).reshape(B, H * d, n, x.shape[-1])
+
+    pos = torch.arange(n, device=q.device).view(1, n) * d + torch.arange(d, device=q.device).view(d, 1)
+    valid = (pos < N).repeat(H, 1).view(1, H * d, n)  # (1, H·δ, n): real positions
+    out, lse = window_attention(split(q), split(k), split(v), reach=window, causal=causal,
+                                scale=scale, valid=valid)
+    out = out.view(B, H, d, n, Dv).transpose(2, 3).reshape(B, H, n * d, Dv)[:, :, :N]
+    return out, lse.view(B, H, d, n).transpose(2, 3).reshape(B, H, n * d)[:, :, :N]
 
 
 def _grid(x: Tensor, s: int) -> Tensor:

@@ -14,24 +14,24 @@ fast function ``fn(q, k, v, *, ...)`` on ``(B, H, N, D)`` tensors, and a ``*_ref
 ``dense_attention`` with the materialised mask. The fast paths never build an N×N tensor:
 ``local`` and Longformer's window run on key slabs (:mod:`attnkit.banded`), ``strided`` and
 ``fixed`` split into pieces that are dense after a reshape (a window and one causal attention
-per residue class; blocks and summary columns) merged by log-sum-exp, and ``dilated`` and
-``bigbird`` use the generic :func:`attnkit.blocksparse.blocksparse_attention`.
+per residue class; blocks and summary columns) merged by log-sum-exp, ``dilated`` is a plain
+window inside each residue class, and ``bigbird`` uses the generic
+:func:`attnkit.blocksparse.blocksparse_attention`.
 
 Sources: Child et al. (2019), Sparse Transformers (arXiv:1904.10509); Beltagy et al. (2020),
 Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .banded import (attend, block_attention, merge, residue_attention, summary_attention,
+from .banded import (attend, block_attention, dilated_attention, merge, residue_attention, summary_attention,
                      window_attention, window_keep)
-from .blocksparse import block_layout, blocksparse_attention
+from .blocksparse import blocksparse_attention
 from .dense import dense_attention
 from . import flex
 from .masks import MaskMod, materialize
@@ -163,27 +163,21 @@ def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
 
 
 def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, causal: bool = False,
-            block: int = 32, scale: float | None = None) -> Tensor:
-    """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0, block-sparse.
+            scale: float | None = None) -> Tensor:
+    """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0.
 
+    A plain window of w steps inside each residue class mod dilation
+    (:func:`attnkit.banded.dilated_attention`).
     Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
-    Cost: time O(N·(2·w·dilation + block)·D), memory O(N·(2·w·dilation + block)).
+    Cost: time O(N·w·D), memory O(N·w), whatever the dilation.
     Paper: Beltagy et al. 2020 (dilated sliding window).
     """
-    _check("dilated", window=window, dilation=dilation, block=block)
+    _check("dilated", window=window, dilation=dilation)
     if flex.use_flex(q):
         return flex.flex_attend(q, k, v, key=("dilated", window, dilation, causal), scale=scale,
                                 mask_mod=flex.window_mod(window, dilation, causal, device=q.device))
-    mask_mod = dilated_mask(window, dilation, causal)
-    layout = _window_layout(q.shape[-2], window * dilation, causal, block)  # cached: O(N) per call
-    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale,
-                                 layout=layout.to(q.device))
-
-
-@functools.lru_cache(maxsize=64)
-def _window_layout(N: int, reach: int, causal: bool, block: int) -> Tensor:
-    """Block layout of a window |i - j| <= reach: blocks whose index distance can fall inside it."""
-    return block_layout(local_mask(reach, causal), N, block=block)  # (1, 1, nb, nb)
+    return dilated_attention(q, k, v, window=window, dilation=dilation, causal=causal,
+                             scale=_scale(q, scale))[0]
 
 
 def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
@@ -330,7 +324,7 @@ def _register_all() -> None:
     longf = "Beltagy et al. 2020, Longformer: The Long-Document Transformer (arXiv:2004.05150)"
     entries = [  # name, fn, reference, cost, paper, example_kwargs (valid at N = 64)
         ("local", local, local_reference, "O(N·w·D) time, O(N·w) memory", longf, {"window": 4}),
-        ("dilated", dilated, dilated_reference, "O(N·w·dilation·D) time, O(N·w·dilation) memory",
+        ("dilated", dilated, dilated_reference, "O(N·w·D) time, O(N·w) memory",
          longf, {"window": 3, "dilation": 2}),
         ("strided", strided, strided_reference, "O(N·(s + N/s)·D) time and memory", sparse_t,
          {"stride": 8}),
