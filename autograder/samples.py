@@ -72,10 +72,32 @@ RECIPES["a2_sparse_patterns"] = {
     },
 }
 
+_A3_ANSWERS = ["linformer", "flops_by_order", "linear_attention", "causal_linear", "linear_step",
+               "positive_features", "orthogonal_features"]
+
+RECIPES["a3_low_rank_and_kernels"] = {
+    "full": {cell: "solution" for cell in _A3_ANSWERS},
+    "blank": {},
+    # Linformer, FLOPs, causal and recurrent forms right; linear attention in the quadratic order
+    # (right values, too much memory, not faster), random features without -|x|²/2, i.i.d. rows.
+    "partial": {
+        "linformer": "solution", "flops_by_order": "solution", "linear_attention": ("wrong", 5),
+        "causal_linear": "solution", "linear_step": "solution", "positive_features": ("wrong", 11),
+        "orthogonal_features": ("wrong", 16),
+    },
+    # The first answer cell raises on import; the parts that do not use Linformer still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A3_ANSWERS},
+        "linformer": ("code", "from my_projections import project  # a file that was not submitted\n\n"
+                              "def linformer_attention(q, k, v, E, F):\n    return project(q, k, v, E, F)\n"),
+    },
+}
+
 # Expected total scores (out of the assignment's maximum) for each sample.
 EXPECTED: dict[str, dict[str, float]] = {
     "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0},
     "a2_sparse_patterns": {"full": 16.0, "blank": 0.0, "partial": 8.0, "crash_early": 14.0},
+    "a3_low_rank_and_kernels": {"full": 15.0, "blank": 0.0, "partial": 7.0, "crash_early": 13.0},
 }
 
 _SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",

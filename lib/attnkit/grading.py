@@ -22,7 +22,7 @@ from .measure import compare_speed, count_flops, largest_intermediate
 __all__ = [
     "random_qkv", "check_type", "check_shape", "check_tensor", "check_causal",
     "check_weights_on", "check_flops", "check_largest_intermediate", "check_equal_int",
-    "check_mask_mod", "check_speedup",
+    "check_mask_mod", "check_speedup", "check_unbiased",
 ]
 
 _AXIS_NAMES = "B, H, N, D"
@@ -230,3 +230,23 @@ def check_speedup(fn: Callable, reference: Callable, *args, min_speedup: float,
         f"{name} is {best:.2f}× as fast as the dense reference (median of interleaved rounds, best of "
         f"{tries} attempt(s): {result.median_a * 1e3:.1f} ms vs {result.median_b * 1e3:.1f} ms); "
         f"it needs to be at least {min_speedup:g}× faster. Compute only the keys each query can see.")
+
+
+def check_unbiased(samples: Tensor, target: float, *, name: str = "estimate", n_se: float = 5.0) -> float:
+    """The mean of i.i.d. ``samples`` of an estimator must match ``target`` within ``n_se``
+    standard errors, the standard error estimated from the samples themselves (sd / sqrt(S)).
+
+    For a Gaussian mean, |z| > 5 happens with probability 5.7e-7; for skewed estimators (random
+    features are log-normal-ish) the tail is heavier, so callers measure the false-failure
+    rate of their own test (see ``scripts/statistical_check_rates.py``). Returns z.
+    """
+    s = samples.detach().to(torch.float64).flatten()
+    if not torch.isfinite(s).all():
+        raise AssertionError(f"{name}: some estimates are inf or NaN (overflow in exp?).")
+    se = s.std() / math.sqrt(s.numel())
+    z = ((s.mean() - target) / se).item() if se > 0 else (0.0 if s.mean() == target else math.inf)
+    if abs(z) > n_se:
+        raise AssertionError(f"{name}: the mean of {s.numel()} estimates is {s.mean().item():.4g}, but the "
+                             f"true value is {target:.4g}: {abs(z):.1f} standard errors away (allowed {n_se:g}). "
+                             "The estimator is biased.")
+    return z
