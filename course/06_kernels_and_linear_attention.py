@@ -1,0 +1,537 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 6 — Kernels and linear attention
+#
+# Chapter 5 shortened the keys. This chapter keeps all of them and changes the *order* of the
+# matrix products instead. The lecture notes put it as "attention is three-matrix
+# multiplication": without the softmax, $(QK^\top)V$ and $Q(K^\top V)$ are the same matrix, but
+# the first costs a multiple of $N^2$ and the second a multiple of $N$. The softmax stands in
+# the way; replacing $\exp(q\cdot k)$ by a product of features $\phi(q)\cdot\phi(k)$ removes it.
+# Which $\phi$, and how good the replacement is, is the rest of the chapter.
+#
+# This chapter covers:
+#
+# 1. associativity: FLOPs counted, times measured, and the crossover length;
+# 2. softmax attention as a kernel smoother, and the feature-map trick;
+# 3. linear attention with $\phi(x) = \operatorname{elu}(x) + 1$;
+# 4. causal linear attention as prefix sums, and as a recurrent network;
+# 5. FAVOR+ (Performer): random features for $\exp$, why trigonometric features fail where the
+#    kernel is near zero, why positive features fix it, and orthogonal against iid features;
+# 6. time and memory of linear attention and the Performer against dense attention at long $N$.
+#
+# **Notation.** $(B, H, N, D)$ queries, $(B, H, M, D)$ keys, $(B, H, M, D_v)$ values; the lecture
+# notes write $d$ and $d'$ for $D$ and $D_v$. $m$ random features, $\phi: \mathbb{R}^D \to
+# \mathbb{R}^m$ applied row by row, $\Phi_Q = \phi(Q)$, $\Phi_K = \phi(K)$.
+
+# %% [markdown]
+# ## Setup
+#
+# `BIG = True` adds $N = 8192$ to the measurements of sections 1 and 6 (dense attention then
+# needs about 1 GB for its scores and takes a few seconds per call).
+
+# %%
+import math
+import sys
+import warnings
+
+warnings.filterwarnings("ignore")
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import attnkit
+from attnkit import dense_attention, kernel
+from attnkit.measure import time_call
+
+torch.manual_seed(0)
+np.random.seed(0)
+torch.set_printoptions(precision=4, sci_mode=False)
+plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+print("torch", torch.__version__, "| attnkit", attnkit.__version__,
+      "| threads", torch.get_num_threads())
+
+# %%
+BIG = False  # True: N = 8192 in sections 1 and 6
+
+
+def log_x_ticks(ax, values):
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+# %% [markdown]
+# ## 1. Associativity: $(QK^\top)V$ against $Q(K^\top V)$
+#
+# Drop the softmax for a moment. Matrix products are associative, so
+#
+# $$
+# \underbrace{(QK^\top)}_{N\times N}\,V \;=\; Q\,\underbrace{(K^\top V)}_{D\times D_v},
+# $$
+#
+# but the work differs. Left to right: $QK^\top$ takes $N\cdot N\cdot D$ multiply-adds and
+# multiplying the $N\times N$ result by $V$ another $N\cdot N\cdot D_v$, in total
+# $(D + D_v)N^2$. Right to left: $K^\top V$ takes $D\cdot D_v\cdot N$ and $Q$ times the
+# $D\times D_v$ result another $N\cdot D\cdot D_v$, in total $2DD_vN$. These are the two counts
+# in the lecture notes, $(d+d')N^2$ and $2dd'N$. The second is smaller once
+#
+# $$
+# N > N^* = \frac{2DD_v}{D + D_v}, \qquad N^* = D \text{ when } D_v = D .
+# $$
+#
+# `count_flops` counts a multiply-add as two FLOPs, so it should report twice these numbers.
+
+# %%
+def left_first(q, k, v):
+    return (q @ k.transpose(-2, -1)) @ v  # (B, H, N, D) @ (B, H, D, N) -> (B, H, N, N); @ V -> (B, H, N, Dv)
+
+
+def right_first(q, k, v):
+    return q @ (k.transpose(-2, -1) @ v)  # (B, H, D, N) @ (B, H, N, Dv) -> (B, H, D, Dv); Q @ -> (B, H, N, Dv)
+
+
+torch.manual_seed(0)
+B, H, D, Dv = 1, 4, 64, 64
+q, k, v = (torch.randn(B, H, 256, D, dtype=torch.float64) for _ in range(3))
+print("max |(QKᵀ)V - Q(KᵀV)| / max |(QKᵀ)V| =",
+      f"{((left_first(q, k, v) - right_first(q, k, v)).abs().max() / left_first(q, k, v).abs().max()):.1e}")
+
+Ns_assoc = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096] + ([8192] if BIG else [])
+print(f"\nB={B}, H={H}, D={D}, Dv={Dv}: FLOPs counted (formula: 2·B·H·(D+Dv)·N² and 4·B·H·D·Dv·N)")
+print(f"{'N':>6} {'(QKᵀ)V':>10} {'formula':>10} {'Q(KᵀV)':>10} {'formula':>10} {'ratio':>7}")
+flops = {}
+for N in Ns_assoc:
+    q, k, v = (torch.randn(B, H, N, D) for _ in range(3))
+    flops[N] = (attnkit.count_flops(left_first, q, k, v), attnkit.count_flops(right_first, q, k, v))
+    print(f"{N:>6} {flops[N][0]:>10.2e} {2 * B * H * (D + Dv) * N * N:>10.2e} "
+          f"{flops[N][1]:>10.2e} {4 * B * H * D * Dv * N:>10.2e} {flops[N][0] / flops[N][1]:>7.2f}")
+print(f"predicted crossover N* = 2·D·Dv/(D+Dv) = {2 * D * Dv / (D + Dv):.0f}")
+
+# %% [markdown]
+# Now the clock: the median of several calls of each order, float32, on one thread (as in
+# chapters 2 and 5: with two threads on a small shared machine, thread wake-ups add a floor of
+# many milliseconds to every call and hide the curves).
+
+# %%
+@torch.no_grad()
+def median_time(fn, *args, repeats=5):
+    fn(*args)  # warm-up
+    return float(np.median([time_call(fn, *args) for _ in range(repeats)]))
+
+
+threads_before = torch.get_num_threads()
+torch.set_num_threads(1)
+times_assoc = {}
+try:
+    for N in tqdm(Ns_assoc, desc="timing", file=sys.stdout):
+        q, k, v = (torch.randn(B, H, N, D) for _ in range(3))
+        reps = 15 if N <= 512 else 3
+        times_assoc[N] = (median_time(left_first, q, k, v, repeats=reps),
+                          median_time(right_first, q, k, v, repeats=reps))
+finally:
+    torch.set_num_threads(threads_before)
+
+print(f"{'N':>6} {'(QKᵀ)V ms':>10} {'Q(KᵀV) ms':>10} {'speed-up':>9}")
+for N, (t_l, t_r) in times_assoc.items():
+    print(f"{N:>6} {t_l * 1e3:>10.3f} {t_r * 1e3:>10.3f} {t_l / t_r:>9.2f}")
+crossover = next((N for N, (t_l, t_r) in times_assoc.items() if t_r < t_l), None)
+print(f"measured: Q(KᵀV) is faster from N = {crossover} on (FLOP crossover {2 * D * Dv // (D + Dv)})")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+ax1.loglog(Ns_assoc, [flops[N][0] for N in Ns_assoc], "o-", ms=4, label="(QKᵀ)V: 2(D+Dv)N² per head")
+ax1.loglog(Ns_assoc, [flops[N][1] for N in Ns_assoc], "s-", ms=4, label="Q(KᵀV): 4·D·Dv·N per head")
+ax1.set(ylabel="FLOPs (count_flops)", title=f"FLOPs counted, B={B}, H={H}, D=Dv={D}")
+ax2.loglog(Ns_assoc, [times_assoc[N][0] * 1e3 for N in Ns_assoc], "o-", ms=4, label="(QKᵀ)V")
+ax2.loglog(Ns_assoc, [times_assoc[N][1] * 1e3 for N in Ns_assoc], "s-", ms=4, label="Q(KᵀV)")
+ax2.set(ylabel="time per call (ms)", title="Time measured, float32, one thread")
+for ax in (ax1, ax2):
+    ax.axvline(2 * D * Dv / (D + Dv), color="grey", ls=":", lw=1, label="N* = 2·D·Dv/(D+Dv)")
+    ax.set_xlabel("sequence length N")
+    log_x_ticks(ax, Ns_assoc[::2])
+    ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The FLOP counts match the formulas exactly and cross at $N^* = D$. The measured crossover
+# (printed above) lands close to it on this CPU, though where exactly depends on how well each
+# shape suits the matrix kernels (tiny matrices are dominated by call overhead). Past a few
+# hundred tokens the right-to-left order wins by a factor that grows at least linearly with $N$.
+
+# %% [markdown]
+# ## 2. Softmax attention as a kernel
+#
+# Put the softmax back. Output $i$ is (the lecture notes' $b^1$, for any query)
+#
+# $$
+# o_i = \sum_{j=1}^{M} \frac{\operatorname{sim}(q_i, k_j)}{\sum_{l} \operatorname{sim}(q_i, k_l)}\, v_j,
+# \qquad \operatorname{sim}(q, k) = \exp\!\big(q\cdot k/\sqrt D\big),
+# $$
+#
+# a weighted average of the values with weights given by a *kernel*, a similarity function of
+# two vectors. Suppose the kernel were a dot product of features, $\operatorname{sim}(q, k) =
+# \phi(q)\cdot\phi(k)$ with $\phi: \mathbb{R}^D \to \mathbb{R}^m$. Then both sums factor, just as
+# the lecture notes work out component by component:
+#
+# $$
+# o_i = \frac{\sum_j \big(\phi(q_i)^\top \phi(k_j)\big)\, v_j}{\sum_l \phi(q_i)^\top \phi(k_l)}
+#     = \frac{\phi(q_i)^\top \overbrace{\textstyle\sum_j \phi(k_j)\, v_j^\top}^{S\;(m\times D_v)}}
+#            {\phi(q_i)^\top \underbrace{\textstyle\sum_l \phi(k_l)}_{z\;(m)}} .
+# $$
+#
+# $S$ and $z$ are computed once, in $O(M m D_v)$, and shared by every query: total cost
+# $O((N + M)\, m\, D_v)$, never an $N\times M$ matrix. The catch: the exponential kernel has no
+# *finite* feature map (its Taylor series needs all monomials of every degree). Either we choose
+# a different kernel that has one (section 3), or we approximate $\exp$ by random features
+# (section 5).
+
+# %% [markdown]
+# ## 3. Linear attention: $\phi(x) = \operatorname{elu}(x) + 1$
+#
+# Katharopoulos et al. (the "Linear Transformer" of the lecture notes) take a simple positive
+# map of the same dimension, $m = D$:
+#
+# $$
+# \phi(x) = \operatorname{elu}(x) + 1 = \begin{cases} x + 1 & x > 0 \\ e^{x} & x \le 0 \end{cases}
+# \;>\; 0 .
+# $$
+#
+# Positivity matters: every weight $\phi(q)\cdot\phi(k)$ is positive, so the output is a proper
+# weighted average and the denominator never vanishes. The kernel is a different one from
+# softmax's, so the model is a different model, not an approximation of a softmax transformer.
+
+# %%
+torch.manual_seed(0)
+q, k, v = (torch.randn(2, 4, 512, 32, dtype=torch.float64) for _ in range(3))
+x = torch.linspace(-4, 3, 8, dtype=torch.float64)
+print("x      :", x.numpy().round(2))
+print("elu + 1:", kernel.elu_features(x).numpy().round(4))
+out = kernel.linear(q, k, v)
+print("\nmax |linear - linear_reference (dense N×M form)| =",
+      f"{(out - kernel.linear_reference(q, k, v)).abs().max():.1e}")
+print("relative difference from softmax attention      =",
+      f"{((out - dense_attention(q, k, v)).norm() / dense_attention(q, k, v).norm()):.2f}  (a different kernel)")
+print("largest tensor: linear", tuple(attnkit.largest_intermediate(kernel.linear, q, k, v).shape),
+      "  dense", tuple(attnkit.largest_intermediate(dense_attention, q, k, v).shape))
+
+# %% [markdown]
+# ## 4. Causal linear attention: prefix sums, and an RNN
+#
+# In a causal model query $i$ may only use keys $j \le i$. Then $S$ and $z$ become prefix sums,
+#
+# $$
+# S_i = \sum_{j \le i} \phi(k_j)\, v_j^\top = S_{i-1} + \phi(k_i)\, v_i^\top, \qquad
+# z_i = z_{i-1} + \phi(k_i), \qquad o_i = \frac{\phi(q_i)^\top S_i}{\phi(q_i)^\top z_i},
+# $$
+#
+# which is a recurrent network whose state $(S_i, z_i)$ has a fixed size $m\times D_v + m$,
+# whatever the length (hence the paper's title, "Transformers are RNNs"). Generating a token
+# costs $O(mD_v)$ instead of the $O(iD)$ of attending to a growing cache. The kit computes the
+# same thing in two ways: `linear(causal=True)` processes chunks of $c$ rows in parallel (the
+# masked $c\times c$ product inside a chunk, the running state across chunks), and
+# `linear_recurrent` steps one token at a time. Both should equal the dense form with a
+# lower-triangular mask.
+
+# %%
+torch.manual_seed(0)
+N4 = 300
+q, k, v = (torch.randn(1, 2, N4, 16, dtype=torch.float64) for _ in range(3))
+ref = kernel.linear_reference(q, k, v, causal=True)
+for chunk in [1, 7, 64, N4]:
+    print(f"parallel, chunk c={chunk:<4} max |out - dense causal form| = "
+          f"{(kernel.linear(q, k, v, causal=True, chunk=chunk) - ref).abs().max():.1e}")
+rnn = kernel.linear_recurrent(q, k, v)
+print(f"recurrent, one token at a time: max |out - dense causal form| = {(rnn - ref).abs().max():.1e}")
+
+# the state carries everything: feed the sequence in two pieces
+first, state = kernel.linear_recurrent(q[..., :200, :], k[..., :200, :], v[..., :200, :],
+                                       return_state=True)
+second = kernel.linear_recurrent(q[..., 200:, :], k[..., 200:, :], v[..., 200:, :], state=state)
+print(f"two pieces with the state handed over:  max |out - one pass| = "
+      f"{(torch.cat([first, second], dim=2) - rnn).abs().max():.1e}")
+print("state shapes: S", tuple(state[0].shape), " z", tuple(state[1].shape), "(independent of N)")
+
+# causality: changing the future leaves the past unchanged
+v2 = v.clone()
+v2[..., 150:, :] += 1.0
+changed = (kernel.linear(q, k, v2, causal=True) - kernel.linear(q, k, v, causal=True)).abs().amax(dim=(0, 1, 3))
+print(f"perturb values from position 150 on: outputs before 150 change by at most "
+      f"{changed[:150].max():.1e}, from 150 on by up to {changed[150:].max():.2f}")
+
+# %% [markdown]
+# ## 5. FAVOR+: random features for the softmax kernel
+#
+# The Performer keeps the softmax kernel and estimates it. For Gaussian $w \sim \mathcal N(0, I_D)$,
+# two identities hold (after scaling $x \to x/D^{1/4}$ so that $q\cdot k$ below stands for
+# $q\cdot k/\sqrt D$):
+#
+# $$
+# \exp(q^\top k) = e^{\lVert q\rVert^2/2}\, e^{\lVert k\rVert^2/2}\,
+# \mathbb{E}_w\big[\cos\big(w^\top(q - k)\big)\big]
+# = \mathbb{E}_w\Big[e^{w^\top q - \lVert q\rVert^2/2}\; e^{w^\top k - \lVert k\rVert^2/2}\Big].
+# $$
+#
+# Averaging over $m$ draws $w_1, \dots, w_m$ gives two feature maps whose dot product is an
+# unbiased estimate of $\exp(q^\top k)$:
+#
+# $$
+# \phi_{\text{trig}}(x) = \sqrt{\tfrac{2}{m}}\, e^{\lVert x\rVert^2/2}
+# \big[\cos(w_r^\top x), \sin(w_r^\top x)\big]_{r=1}^{m/2},
+# \qquad
+# \phi_{+}(x) = \tfrac{1}{\sqrt m}\big[e^{w_r^\top x - \lVert x\rVert^2/2}\big]_{r=1}^{m} .
+# $$
+#
+# The lecture notes name the problem with the first: trigonometric features take negative
+# values, and where the true kernel value is close to zero an estimator with large variance
+# becomes unstable; the Performer paper shows that the variance of the trigonometric estimate is
+# large exactly when the approximated values tend to zero. Attention is full of tiny kernel
+# values (most keys are irrelevant to most queries), and a sum of many noisy terms near zero,
+# some negative, can make the denominator $\phi(q)^\top z$ close to zero or negative. The
+# positive features are, as the name says, always positive, and their variance
+#
+# $$
+# \operatorname{Var}\big[\phi_+(q)\cdot\phi_+(k)\big] = \tfrac{1}{m}\, \exp(q^\top k)^2
+# \big(e^{\lVert q + k\rVert^2} - 1\big)
+# $$
+#
+# shrinks *with* the kernel value. The trigonometric variance,
+# $\frac{1}{2m} e^{\lVert q\rVert^2 + \lVert k\rVert^2}\big(1 - e^{-\lVert q - k\rVert^2}\big)^2$
+# for $m/2$ cos–sin pairs, does not. The first experiment makes this visible: $q$ and $k$ of
+# fixed norm with the angle between them swept, so that $\exp(q^\top k)$ runs from
+# $e^{-r^2}$ to $e^{r^2}$, and the relative error of each estimator at $m = 64$ over 300 draws.
+
+# %%
+def kernel_estimates(q, k, m, kind, orthogonal, seeds):
+    """(len(seeds), P): φ(q_p)·φ(k_p) for P pairs (rows of q, k), one W per seed."""
+    out = []
+    for seed in seeds:
+        if kind == "positive":
+            w = kernel.gaussian_features(m, q.shape[-1], orthogonal=orthogonal, seed=seed, dtype=q.dtype)
+            fq, fk = kernel.positive_features(q, w), kernel.positive_features(k, w)
+        else:
+            w = kernel.gaussian_features(m // 2, q.shape[-1], orthogonal=orthogonal, seed=seed, dtype=q.dtype)
+            fq, fk = kernel.trig_features(q, w), kernel.trig_features(k, w)
+        out.append((fq * fk).sum(-1))  # (P,)
+    return torch.stack(out)  # (seeds, P)
+
+
+D5, r = 16, 1.5
+angles = torch.linspace(0, math.pi, 25, dtype=torch.float64)
+e1 = torch.zeros(D5, dtype=torch.float64)
+e1[0] = 1
+e2 = torch.zeros(D5, dtype=torch.float64)
+e2[1] = 1
+q_pairs = (r * e1).expand(len(angles), D5)  # (P, D)
+k_pairs = r * (torch.cos(angles)[:, None] * e1 + torch.sin(angles)[:, None] * e2)  # (P, D)
+true = torch.exp((q_pairs * k_pairs).sum(-1))  # (P,)
+seeds5 = range(300)
+rel_rmse = {}
+for kind in ["trig", "positive"]:
+    est = kernel_estimates(q_pairs, k_pairs, 64, kind, True, seeds5)  # (seeds, P)
+    rel_rmse[kind] = ((est - true) ** 2).mean(0).sqrt() / true
+    print(f"{kind:<9} negative estimates: {(est < 0).float().mean():6.1%}   relative RMSE at "
+          f"exp(qᵀk) = {true[0]:.1f}: {rel_rmse[kind][0]:.2f},  at exp(qᵀk) = {true[-1]:.3f}: "
+          f"{rel_rmse[kind][-1]:.2f}")
+
+fig, ax = plt.subplots(figsize=(6.5, 4.3))
+for kind, marker in [("trig", "o-"), ("positive", "s-")]:
+    ax.loglog(true.numpy(), rel_rmse[kind].numpy(), marker, ms=4, label=f"{kind} features")
+ax.set_ylim(1e-3, 50)  # the exact end points (error ~1e-16) lie below the frame
+ax.set(xlabel="true kernel value exp(qᵀk)", ylabel="relative RMSE of φ(q)·φ(k)",
+       title=f"Estimating exp(qᵀk): |q| = |k| = {r}, D = {D5}, m = 64, orthogonal, 300 draws")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The two estimators fail at opposite ends. With $q = k$ every trigonometric term is
+# $\cos 0 = 1$ and the estimate is exact, while the positive estimate is noisiest there
+# (its variance grows with $\lVert q + k\rVert^2$). As the kernel value falls towards zero the
+# roles swap: the trigonometric estimator's *relative* error grows without bound (its absolute
+# error stays roughly constant while the target vanishes, and a fifth of its estimates in this
+# sweep are negative), while the positive estimator becomes exact at $q = -k$. Attention needs
+# the small values right, because most of the weights in a row are small: that is the FAVOR+
+# argument in one picture.
+#
+# ### Orthogonal against iid features
+#
+# The "O" in FAVOR+ stands for orthogonal: instead of $m$ independent Gaussian $w_r$, draw them in
+# blocks of $D$ mutually orthogonal directions (each still with a Gaussian-distributed length).
+# Each $w_r$ on its own is still $\mathcal N(0, I_D)$, so the estimate stays unbiased, but the
+# directions no longer cluster by chance, and the Performer paper proves the variance can only
+# go down. (The reason the seed text gives, that orthogonality "reduces overfitting", is not the
+# argument of the paper; it is a variance-reduction device for the estimator.) We measure the
+# mean squared error of the kernel estimate, averaged over 200 random pairs $(q, k)$ of unit
+# norm in random directions (kernel values between $e^{-1}$ and $e$, mostly near 1) and over
+# 100 draws of $W$, for every combination of iid/orthogonal and trig/positive.
+
+# %%
+torch.manual_seed(0)
+P5 = 200
+q5, k5 = (torch.nn.functional.normalize(torch.randn(P5, D5, dtype=torch.float64), dim=-1)
+          for _ in range(2))  # (P, D), |q| = |k| = 1
+true5 = torch.exp((q5 * k5).sum(-1))
+ms = [8, 16, 32, 64, 128, 256, 512]
+mse = {}
+for kind in ["trig", "positive"]:
+    for orthogonal in [False, True]:
+        label = f"{kind}, {'orthogonal' if orthogonal else 'iid'}"
+        mse[label] = [float(((kernel_estimates(q5, k5, m, kind, orthogonal, range(100)) - true5) ** 2).mean())
+                      for m in ms]
+
+print(f"mean exp(qᵀk) over the pairs = {true5.mean():.3f};  MSE of the estimate:")
+print(f"{'m':>5}" + "".join(f"{label:>22}" for label in mse))
+for i, m in enumerate(ms):
+    print(f"{m:>5}" + "".join(f"{vals[i]:>22.2e}" for vals in mse.values()))
+for kind in ["trig", "positive"]:
+    ratio = np.array(mse[f"{kind}, iid"]) / np.array(mse[f"{kind}, orthogonal"])
+    print(f"{kind}: iid MSE / orthogonal MSE at m = {ms[0]} ... {ms[-1]}: {ratio.round(2).tolist()}")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4.5))
+styles = {"trig, iid": "o--", "trig, orthogonal": "o-", "positive, iid": "s--", "positive, orthogonal": "s-"}
+for label, vals in mse.items():
+    ax.loglog(ms, vals, styles[label], ms=4, label=label)
+ax.loglog(ms, [mse["positive, iid"][0] * ms[0] / m for m in ms], color="grey", ls=":", lw=1,
+          label="slope -1 (variance ∝ 1/m)")
+ax.set(xlabel="number of random features m", ylabel="MSE of φ(q)·φ(k) against exp(qᵀk)",
+       title=f"Random-feature estimators of the softmax kernel, D = {D5}")
+log_x_ticks(ax, ms)
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# All four fall like $1/m$ (slope $-1$), as the variance of an average of $m$ terms should, and
+# orthogonal directions lower the error at the same $m$: for trigonometric features by a factor
+# of about 3 once $m \ge D$, for positive features by less, and not at every $m$ (the positive
+# estimates are heavy-tailed, so an average over 100 draws of $W$ is itself noisy). On these pairs the kernel values are near 1, not near 0, and there the
+# trigonometric estimator has the *lower* error: the advantage of positive features is not a
+# smaller error everywhere, it is a small error where attention needs it. To see that, look at
+# whole attention rows, where most entries are small. The next cell estimates the attention
+# matrix $\hat A = \Phi_Q\Phi_K^\top / \text{row sums}$ for random queries and keys
+# $x \sim \mathcal N(0, a^2 I_D)$ with $D = 64$, $N = 512$, and reports the mean total-variation
+# distance $\tfrac12\sum_j\lvert\hat A_{ij} - A_{ij}\rvert$ of a row from softmax attention
+# (0 is perfect, 1 is disjoint; above 1 only with negative weights) and the share of rows whose
+# estimated denominator $\phi(q_i)^\top z$ is negative.
+
+# %%
+torch.manual_seed(0)
+N5, D6, c = 512, 64, 64 ** -0.25  # c: the Performer's x -> x / D^(1/4)
+print(f"N = {N5}, D = {D6}, orthogonal features, mean over 3 draws of W")
+print(f"{'a':>5} {'m':>5} {'positive: TV':>13} {'trig: TV':>10} {'trig: negative denominators':>29}")
+for a in [0.75, 1.0]:
+    q, k = (a * torch.randn(1, 4, N5, D6, dtype=torch.float64) for _ in range(2))
+    A = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D6), dim=-1)  # (1, 4, N, N)
+    for m in [64, 256, 1024]:
+        tv = {"positive": [], "trig": []}
+        neg = []
+        for seed in range(3):
+            w_pos = kernel.gaussian_features(m, D6, seed=seed, dtype=q.dtype)  # (m, D)
+            w_trig = kernel.gaussian_features(m // 2, D6, seed=seed, dtype=q.dtype)  # (m/2, D)
+            for kind, phi in [("positive", lambda x: kernel.positive_features(x * c, w_pos)),
+                              ("trig", lambda x: kernel.trig_features(x * c, w_trig))]:
+                weights = phi(q) @ phi(k).transpose(-2, -1)  # (1, 4, N, N), estimates of exp(q·k/√D)
+                den = weights.sum(-1, keepdim=True)  # (1, 4, N, 1) = φ(q_i)ᵀ z
+                tv[kind].append(float(0.5 * (weights / den - A).abs().sum(-1).mean()))
+                if kind == "trig":
+                    neg.append(float((den < 0).double().mean()))
+        print(f"{a:>5} {m:>5} {np.mean(tv['positive']):>13.3f} {np.mean(tv['trig']):>10.3g} "
+              f"{np.mean(neg):>29.1%}")
+
+# %% [markdown]
+# With positive features the rows get closer to softmax attention as $m$ grows, slowly (the
+# error of a random-feature estimate falls like $1/\sqrt m$). With trigonometric features the
+# weights are far off, denominators come out negative for a share of the queries, and a row
+# normalised by a denominator near zero can be arbitrarily wrong: total variation far above 1.
+# Larger inputs ($a = 1$) make everything worse, because both variances grow exponentially with
+# the norms; the trigonometric one grows regardless of the kernel value. That is the instability
+# the lecture notes describe, and the reason the Performer uses positive features.
+
+# %% [markdown]
+# ## 6. Speed at long $N$, measured
+#
+# Finally the clock on the whole attention call: dense softmax attention, linear attention
+# ($\phi = $ elu + 1, $m = D$) and the Performer with $m = 256$ positive orthogonal features,
+# at $B = 1$, $H = 4$, $D = 64$, float32, on one thread, from $N = 512$ to $4096$
+# ($8192$ with `BIG`). Time is the median of a few calls after a warm-up; the peak memory is that
+# of one call. For the Performer the features $W$ are drawn once outside the timed call (a model
+# holds them in a buffer, as `RandomFeatures` does).
+
+# %%
+Ns_speed = [512, 1024, 2048, 4096] + ([8192] if BIG else [])
+W_perf = kernel.gaussian_features(256, 64, seed=0)
+speed_methods = {
+    "dense": lambda q, k, v: dense_attention(q, k, v),
+    "linear (elu+1)": lambda q, k, v: kernel.linear(q, k, v),
+    "performer m=256": lambda q, k, v: kernel.performer(q, k, v, features=W_perf),
+}
+speed = {name: {} for name in speed_methods}
+torch.set_num_threads(1)
+try:
+    with torch.no_grad():
+        for N in tqdm(Ns_speed, desc="timing", file=sys.stdout):
+            q, k, v = (torch.randn(1, 4, N, 64) for _ in range(3))
+            for name, fn in speed_methods.items():
+                peak = attnkit.peak_memory(fn, q, k, v)  # also the warm-up call
+                speed[name][N] = (float(np.median([time_call(fn, q, k, v) for _ in range(3)])), peak)
+finally:
+    torch.set_num_threads(threads_before)
+
+print(f"{'method':<17}" + "".join(f"{'N=' + str(N):>21}" for N in Ns_speed))
+for name, rows in speed.items():
+    print(f"{name:<17}" + "".join(f"{rows[N][0] * 1e3:>9.2f} ms {rows[N][1] / 2**20:>7.1f} MiB"
+                                  for N in Ns_speed))
+N_top = Ns_speed[-1]
+for name in list(speed_methods)[1:]:
+    print(f"{name:<17} at N = {N_top}: {speed['dense'][N_top][0] / speed[name][N_top][0]:5.1f}x faster, "
+          f"{speed['dense'][N_top][1] / speed[name][N_top][1]:5.1f}x less peak memory than dense")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+for name, rows in speed.items():
+    slope_t = np.polyfit(np.log(Ns_speed), np.log([rows[N][0] for N in Ns_speed]), 1)[0]
+    slope_m = np.polyfit(np.log(Ns_speed), np.log([rows[N][1] for N in Ns_speed]), 1)[0]
+    ax1.loglog(Ns_speed, [rows[N][0] * 1e3 for N in Ns_speed], "o-", ms=4, label=f"{name} (slope {slope_t:.2f})")
+    ax2.loglog(Ns_speed, [rows[N][1] / 2**20 for N in Ns_speed], "o-", ms=4, label=f"{name} (slope {slope_m:.2f})")
+for ax, unit, title in [(ax1, "time per call (ms)", "Time"), (ax2, "peak memory (MiB)", "Peak memory")]:
+    ax.set(xlabel="sequence length N", ylabel=unit,
+           title=f"{title}, B=1, H=4, D=64, float32" + (", one thread" if unit.startswith("time") else ""))
+    log_x_ticks(ax, Ns_speed)
+    ax.legend(fontsize=8, title="method (fitted slope)", title_fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Peak memory follows the theory exactly: slope 2 for dense attention (the $N\times N$ scores),
+# slope 1 for linear attention and the Performer. The time slopes are noisier: dense attention
+# grows at least like $N^2$, while the two linear-time methods grow more slowly than $N$ over
+# this range because fixed per-call overheads still weigh at a few milliseconds. The Performer pays for its $m = 256$ features (four times
+# $D$), so at short lengths it is no faster than dense attention; the gap opens as $N$ grows.
+# Linear attention with $m = D$ is the cheapest of the three.
+#
+# ## Summary
+#
+# * Without the softmax, $Q(K^\top V)$ costs $2DD_vN$ multiply-adds against $(D + D_v)N^2$ for
+#   $(QK^\top)V$; the FLOP crossover is at $N^* = 2DD_v/(D + D_v)$.
+# * Softmax attention is a kernel smoother; a kernel that factors as $\phi(q)\cdot\phi(k)$ lets
+#   the sums over keys be computed once, in linear time.
+# * Linear attention uses $\phi = \operatorname{elu} + 1$: a different, positive kernel. Causal,
+#   it is a prefix sum, and token by token an RNN with a fixed-size state.
+# * The Performer estimates the softmax kernel with random features. Trigonometric features go
+#   negative and have large relative variance where the kernel is small; positive features do
+#   not; orthogonal directions lower the variance further.
