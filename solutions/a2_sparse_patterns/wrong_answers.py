@@ -37,6 +37,17 @@ def strided_mask(stride):
     return mask_mod
 '''
 
+# BigBird attention as dense attention under the layout's block mask (right values, N×N memory).
+_BIGBIRD_DENSE = '''
+
+def bigbird_attention(q, k, v, block, window_blocks, global_blocks, random_blocks, seed):
+    N = q.shape[-2]
+    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
+    pos = torch.arange(N)
+    mask = layout[pos.view(-1, 1) // block, pos.view(1, -1) // block]
+    return dense_attention(q, k, v, mask=mask)
+'''
+
 _XL_TEMPLATE = '''
 def xl_step(q, k, v, mem_k, mem_v, memory):
     S, P = q.shape[-2], mem_k.shape[-2]
@@ -230,15 +241,7 @@ def bigbird_layout(num_blocks, window_blocks, global_blocks, random_blocks, seed
     for row in range(num_blocks):
         layout[row, torch.randperm(num_blocks, generator=gen)[:random_blocks]] = True
     return layout
-
-
-def bigbird_attention(q, k, v, block, window_blocks, global_blocks, random_blocks, seed):
-    N = q.shape[-2]
-    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
-    pos = torch.arange(N)
-    mask = layout[pos.view(-1, 1) // block, pos.view(1, -1) // block]
-    return dense_attention(q, k, v, mask=mask)
-''',
+''' + _BIGBIRD_DENSE,
     },
     {
         "cell": "bigbird",
@@ -281,15 +284,7 @@ def bigbird_layout(num_blocks, window_blocks, global_blocks, random_blocks, seed
     for row in range(num_blocks):
         layout[row, torch.randperm(num_blocks, generator=gen)[:random_blocks]] = True
     return layout
-
-
-def bigbird_attention(q, k, v, block, window_blocks, global_blocks, random_blocks, seed):
-    N = q.shape[-2]
-    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
-    pos = torch.arange(N)
-    mask = layout[pos.view(-1, 1) // block, pos.view(1, -1) // block]
-    return dense_attention(q, k, v, mask=mask)
-''',
+''' + _BIGBIRD_DENSE,
     },
     {
         "cell": "xl_step",
