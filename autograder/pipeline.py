@@ -61,11 +61,17 @@ class StudentResult:
     score: float = 0.0
     max_score: float = 0.0
     cached: bool = False
+    flags: list[str] = field(default_factory=list)  # why the submission needs a human look
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
 
     def line(self) -> str:
         how = "unchanged, kept" if self.cached else f"{self.seconds:.1f} s"
         text = f"{self.student}: {self.status} {self.score:g}/{self.max_score:g} ({how})"
-        return text + (f" - {self.notes}" if self.notes else "")
+        text += f" - {self.notes}" if self.notes else ""
+        return text + (f" [FLAGGED: {'; '.join(self.flags)}]" if self.flags else "")
 
 
 @dataclass
@@ -206,7 +212,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
             job = (root, out, assignment, db_url, parts, show_hidden)
             for res in _grade_all(api, job, todo, jobs):
                 state.students[res.student] = {k: v for k, v in asdict(res).items() if k in
-                                               ("student", "status", "notes", "sha256", "seconds")}
+                                               ("student", "status", "notes", "sha256", "seconds",
+                                                "flags")}
                 state.save()
                 results[res.student] = res
                 _score(res, db_url, assignment, run.max_score)

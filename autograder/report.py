@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
 color:#222}table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;
 padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}td.num{text-align:right}
-tr.failed td{background:#fde8e8}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+tr.failed td{background:#fde8e8}tr.flagged td{background:#fff3cd}.plots{display:flex;flex-wrap:wrap;gap:1rem}
 .plots img{width:22rem;border:1px solid #eee}.muted{color:#666}"""
 
 
@@ -37,6 +37,7 @@ def summary(run) -> dict:
         "students": len(totals),
         "graded": sum(r.status == "graded" for r in run.results),
         "failed": sum(r.status != "graded" for r in run.results),
+        "flagged": sum(bool(getattr(r, "flags", None)) for r in run.results),
         "mean": statistics.fmean(totals) if totals else 0.0,
         "median": statistics.median(totals) if totals else 0.0,
         "full": sum(abs(t - top) < 1e-9 for t in totals) if top else 0,
@@ -48,16 +49,27 @@ def summary(run) -> dict:
 def format_table(run) -> str:
     """The grade table printed by the CLI."""
     rows = [("student", "score", "max", "status", "notes")]
-    rows += [(r.student, f"{r.score:g}", f"{r.max_score:g}", r.status, r.notes)
+    rows += [(r.student, f"{r.score:g}", f"{r.max_score:g}", _status(r), _notes(r))
              for r in run.results]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
              for row in rows]
     s = summary(run)
-    lines.append(f"{s['students']} submissions: {s['graded']} graded, {s['failed']} failed; "
+    lines.append(f"{s['students']} submissions: {s['graded']} graded, {s['failed']} failed, "
+                 f"{s['flagged']} flagged; "
                  f"mean {s['mean']:.2f}/{s['max_score']:g}, median {s['median']:g}, "
                  f"{s['full']} full marks, {s['zero']} zero")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _status(r) -> str:
+    """``graded`` / ``failed``, with ``+flagged`` when the grader found tampering to look at."""
+    return r.status + ("+flagged" if getattr(r, "flags", None) else "")
+
+
+def _notes(r) -> str:
+    flags = getattr(r, "flags", None) or []
+    return "; ".join(filter(None, [r.notes] + [f"FLAGGED: {f}" for f in flags]))
 
 
 def _bars(ax, values: list[float], top: float, failed: int = 0) -> None:
@@ -123,7 +135,8 @@ def make_plots(run) -> list[tuple[str, Path]]:
 def _summary_lines(run) -> list[str]:
     s = summary(run)
     kept = sum(r.cached for r in run.results)
-    return [f"Submissions: {s['students']} ({s['graded']} graded, {s['failed']} failed: score 0)",
+    return [f"Submissions: {s['students']} ({s['graded']} graded, {s['failed']} failed: score 0; "
+            f"{s['flagged']} flagged for review)",
             f"Mean {s['mean']:.2f} / {s['max_score']:g}, median {s['median']:g}",
             f"Full marks: {s['full']}, zero: {s['zero']}",
             f"This run: {run.seconds:.1f} s ({len(run.results) - kept} graded now, "
@@ -149,8 +162,15 @@ def write_markdown(run, plots) -> Path:
     lines += [f"- {line}" for line in _summary_lines(run)] + ["", "| student | score | max | status | notes |",
                                                             "| --- | ---: | ---: | --- | --- |"]
     for r in run.results:
-        notes = r.notes.replace("|", "\\|")
-        lines.append(f"| {r.student} | {r.score:g} | {r.max_score:g} | {r.status} | {notes} |")
+        notes = _notes(r).replace("|", "\\|")
+        lines.append(f"| {r.student} | {r.score:g} | {r.max_score:g} | {_status(r)} | {notes} |")
+    flagged = [r for r in run.results if getattr(r, "flags", None)]
+    if flagged:
+        lines += ["", "## Flagged for review", "",
+                  "The grader caught these submissions tampering with the tests or the kernel. "
+                  "They scored only what their honest answers earned; look at them before "
+                  "releasing grades.", ""]
+        lines += [f"- **{r.student}**: " + "; ".join(r.flags) for r in flagged]
     lines += ["", "## Grade cells", "", "| " + " | ".join(_PART_HEAD) + " |",
               "| --- | ---: | ---: | ---: | ---: |"]
     lines += ["| " + " | ".join(row) + " |" for row in part_rows(run)]
@@ -173,9 +193,16 @@ def write_html(run, plots) -> Path:
             else esc(r.student)
 
     rows = "".join(
-        f"<tr class='{r.status}'><td>{name(r)}</td><td class='num'>{r.score:g}</td>"
-        f"<td class='num'>{r.max_score:g}</td><td>{r.status}</td><td>{esc(r.notes)}</td></tr>"
+        f"<tr class='{r.status}{' flagged' if getattr(r, 'flags', None) else ''}'>"
+        f"<td>{name(r)}</td><td class='num'>{r.score:g}</td>"
+        f"<td class='num'>{r.max_score:g}</td><td>{_status(r)}</td><td>{esc(_notes(r))}</td></tr>"
         for r in run.results)
+    flagged = "".join(f"<li><b>{esc(r.student)}</b>: {esc('; '.join(r.flags))}</li>"
+                      for r in run.results if getattr(r, "flags", None))
+    if flagged:
+        flagged = ("<h2>Flagged for review</h2><p>The grader caught these submissions tampering "
+                   "with the tests or the kernel. They scored only what their honest answers "
+                   f"earned; look at them before releasing grades.</p><ul>{flagged}</ul>")
     figs = "".join(f"<figure><img src='{_img(p)}' alt='{esc(c)}'><figcaption>{esc(c)}"
                    f"</figcaption></figure>" for c, p in plots)
     items = "".join(f"<li>{esc(line)}</li>" for line in _summary_lines(run))
@@ -187,7 +214,7 @@ def write_html(run, plots) -> Path:
             f"{rows}</table><p class='muted'>Student names link to their feedback. All grades: "
             "<a href='grades.csv'>grades.csv</a>; per grade cell: "
             "<a href='cell_scores.csv'>cell_scores.csv</a>; nbgrader's log: grading.log.</p>"
-            f"<h2>Grade cells</h2><table>{parts}</table>"
+            f"{flagged}<h2>Grade cells</h2><table>{parts}</table>"
             f"<h2>Score distributions</h2><div class='plots'>{figs}</div>")
     path = run.out / "report.html"
     path.write_text(_page(f"Grades: {run.assignment}", body))
@@ -213,10 +240,11 @@ def write_index(out: Path, runs: list) -> Path:
         link = f"{run.out.relative_to(out)}/report.html"
         rows += (f"<tr><td><a href='{link}'>{html.escape(run.assignment)}</a></td>"
                  f"<td class='num'>{s['students']}</td><td class='num'>{s['failed']}</td>"
+                 f"<td class='num'>{s['flagged']}</td>"
                  f"<td class='num'>{s['mean']:.2f} / {s['max_score']:g}</td>"
                  f"<td class='num'>{s['median']:g}</td><td class='num'>{s['full']}</td></tr>")
     body = ("<h1>Autograder demo</h1><table><tr><th>assignment</th><th>submissions</th>"
-            "<th>failed</th><th>mean</th><th>median</th><th>full marks</th></tr>"
+            "<th>failed</th><th>flagged</th><th>mean</th><th>median</th><th>full marks</th></tr>"
             f"{rows}</table><p class='muted'>All grades: <a href='grades.csv'>grades.csv</a>.</p>")
     path = out / "report.html"
     path.write_text(_page("Autograder demo", body))
