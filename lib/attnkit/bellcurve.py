@@ -1,0 +1,550 @@
+"""The learnable attention window of seeds 000/001: a bell curve over |i - j| with a learned sigma.
+
+Longformer's sliding window, weighted by a Gaussian bell curve over the distance between query
+i and key j, with a standard deviation sigma that is learned (predicted per token):
+
+    max-1 curve       U_ij = exp(-½ ((j - i) / σ)²)                         (peak 1)
+    normalised PDF    U_ij = exp(-½ ((j - i) / σ)²) / (σ·sqrt(2π))           (peak < 1 for σ > 0.4)
+
+As a *log-space bias* (the principled form, a FlexAttention ``score_mod``) the curve adds
+log U_ij to the score of every window key:
+
+    s_ij = q_i·k_j·scale - ½ ((i - j) / σ_i)²  [- log(σ_i·sqrt(2π)) when normalised],  |i - j| <= w
+    s_ij = q_i·k_j·scale                      when i or j is one of the g global tokens (no bias)
+    s_ij = -inf                               otherwise;            out_i = softmax_j(s_ij) v_j
+
+The seeds' *multiplicative form* multiplies the softmax weights by U and renormalises:
+p_ij U_ij / Σ_k p_ik U_ik = exp(s_ij + log U_ij) / Σ_k exp(s_ik + log U_ik): the same thing.
+σ depends on the query only, so the PDF's peak -log(σ_i·sqrt(2π)) is one constant per row: it
+cancels in the softmax *unless* some keys of the row get no bias. Global keys get none, so the
+normalised form divides every window weight by σ·sqrt(2π) against the global keys: at σ = 50000
+the window keys are swamped (the seeds' "weights of sliding window tokens are nearly ZERO").
+Without global tokens the two forms give the same output.
+
+Window from sigma (:func:`window_from_sigma`) slices a finite window w off the curve, and
+:func:`variable_window_attention` attends with a per-query width (the seeds' stage 2).
+:func:`adaptive_span` is the published anchor for learned spans (a soft ramp mask).
+
+Cost: banded on the CPU (chunks of queries against key slabs, as :mod:`attnkit.banded`), time
+O(N·(w + g)·D), memory O(N·(w + g)); FlexAttention on CUDA (block mask from the window, the
+bias as a ``score_mod`` with σ captured as a tensor: a new σ does not recompile).
+
+Sources: Y.-H. Wu, progress reports 2022-05-11 and 2022-05-25 (seeds 000/001); Yang et al.
+(2018), Modeling Localness for Self-Attention Networks (EMNLP; σ from U_d and W_p); Beltagy et
+al. (2020), Longformer (arXiv:2004.05150); Sukhbaatar et al. (2019), Adaptive Attention Span in
+Transformers (arXiv:1905.07799).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import flex
+from .banded import Part, attend, merge
+from .dense import dense_attention
+
+__all__ = [
+    "SQRT_2PI", "SEED_WINDOWS", "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve",
+    "bellcurve_reference", "bell_weights_attention", "SigmaPredictor", "tail_mass",
+    "window_from_sigma", "variable_window_attention", "variable_window_reference", "span_ramp",
+    "adaptive_span", "adaptive_span_reference", "AdaptiveSpan",
+]
+
+SQRT_2PI = math.sqrt(2 * math.pi)
+
+#: The seeds' reported (σ, w) pairs (000's fixed-σ table, 001's training-curve slides).
+#: They all fit w = min(ceil(14·sqrt(σ)), 128) (``window_from_sigma(..., rule="seeds")``), and so
+#: does 001's LR×10 run (σ = 15 -> "111 tokens (w = 55)").
+SEED_WINDOWS: tuple[tuple[float, int], ...] = (
+    (1.0, 14), (9.5, 44), (64.0, 112), (1000.0, 128), (50000.0, 128))
+
+
+# ---------------------------------------------------------------- sigma and the curve
+
+def _sigma_grid(sigma, B: int, H: int, N: int, *, device=None) -> Tensor:
+    """σ as a tensor broadcastable to ``(B, H, N)``: 0-d, ``(1, H, 1)``, ``(B, 1, N)`` or ``(B, H, N)``.
+
+    Accepts a float, a 0-d tensor, per head ``(H,)``, per query token ``(B, N)`` or ``(B, H, N)``
+    (in the 3-d form any axis may be 1 and broadcasts: ``(B, 1, N)`` is one σ per token for all heads).
+    A float becomes a float64 tensor (cast to the scores' dtype where it is used).
+    """
+    if not isinstance(sigma, Tensor):
+        sigma = torch.tensor(float(sigma), dtype=torch.float64, device=device)
+    shapes = {0: (), 1: (H,), 2: (B, N), 3: (B, H, N)}
+    ok = sigma.dim() in shapes and (tuple(sigma.shape) == shapes[sigma.dim()] or sigma.dim() == 3 and all(
+        s in (1, full) for s, full in zip(sigma.shape, (B, H, N))))
+    if not ok:
+        raise ValueError(f"sigma must be a float, a 0-d tensor, per head (H,) = ({H},), per token "
+                         f"(B, N) = ({B}, {N}) or (B, H, N) = ({B}, {H}, {N}) (any of them may be 1); "
+                         f"got {tuple(sigma.shape)}")
+    if not sigma.is_cuda and not torch.jit.is_tracing() and bool((sigma <= 0).any()):
+        raise ValueError(f"sigma must be > 0, got min {sigma.min().item():.3g}")
+    if sigma.dim() == 1:
+        return sigma.view(1, H, 1)
+    return sigma.unsqueeze(1) if sigma.dim() == 2 else sigma
+
+
+def bell_log_curve(d: Tensor, sigma: Tensor, normalised: bool = False) -> Tensor:
+    """log U for offsets d = i - j: -½ (d/σ)², minus log(σ·sqrt(2π)) when ``normalised``."""
+    out = -0.5 * (d / sigma) ** 2
+    return out - torch.log(sigma * SQRT_2PI) if normalised else out
+
+
+def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None,
+                   global_tokens: int = 0, B: int = 1, H: int = 1, N: int = 1, device=None):
+    """The bell-curve window as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``.
+
+    Window keys (|i - j| <= w, neither token global) get ``bell_log_curve(i - j, σ_i)``; keys
+    beyond w get -inf; the first g tokens (rows and columns) get nothing. σ: see
+    :func:`bellcurve` (B, H, N are needed only to check a tensor σ's shape). Window, g and σ
+    are captured as tensors, so a new value is new data for a compiled kernel, not new code.
+    Works on scalar indices (Flex) and on broadcast index grids (``masks.materialize_scores``).
+    """
+    if isinstance(sigma, Tensor) and sigma.dim() > 0:  # the shape says which form it is
+        device = sigma.device
+        B, H, N = {1: (B, sigma.shape[0], N), 2: (sigma.shape[0], H, sigma.shape[-1])}.get(
+            sigma.dim(), tuple(sigma.shape))
+    sig = _sigma_grid(sigma, B, H, N, device=device)
+    per_b, per_h, per_n = (sig.dim() == 3 and sig.shape[0] > 1, sig.dim() == 3 and sig.shape[1] > 1,
+                           sig.dim() == 3 and sig.shape[2] > 1)
+    reach = torch.tensor(-1 if window is None else int(window), device=sig.device)
+    g = torch.tensor(int(global_tokens), device=sig.device)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        s = sig if sig.dim() == 0 else sig[b if per_b else 0, h if per_h else 0, q_idx if per_n else 0]
+        s = s.to(score.dtype)
+        d = (q_idx - kv_idx).to(score.dtype)
+        inside = ((q_idx - kv_idx).abs() <= reach) | (reach < 0)
+        biased = torch.where(inside, score + bell_log_curve(d, s, normalised), -math.inf)
+        return torch.where((q_idx < g) | (kv_idx < g), score, biased)
+    return score_mod
+
+
+def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = None,
+              global_tokens: int = 0, B: int = 1, H: int = 1, dtype=torch.float64,
+              device=None) -> Tensor:
+    """The additive bias matrix ``(B, H, N, N)`` of the bell-curve window (-inf = masked).
+
+    Memory O(N²): for references and plots.
+    """
+    from .masks import materialize_scores
+
+    mod = bell_score_mod(sigma, normalised=normalised, window=window, global_tokens=global_tokens,
+                         B=B, H=H, N=N, device=device)
+    return materialize_scores(mod, torch.zeros(B, H, N, N, dtype=dtype, device=device))
+
+
+# ---------------------------------------------------------------- banded core (CPU path)
+
+def _band(q: Tensor, k: Tensor, v: Tensor, *, reach: int, scale: float, skip: int = 0,
+          causal: bool = False, widths: Tensor | None = None, bias=None) -> Part:
+    """Window keys j >= ``skip`` with |i - j| <= reach (<= widths_i if given), plus a log-bias.
+
+    Chunks of c queries against key slabs of L = c + 2w keys, as
+    :func:`attnkit.banded.window_attention`; ``bias(d, lay)`` returns the log-space bias for
+    offsets d = i - j ``(nc, c, L)``, where ``lay(t)`` turns a per-query ``(.., N)`` tensor into
+    ``(.., nc, c, 1)``. Rows i < skip (global queries, handled apart) are filler: they see their
+    whole slab and must be discarded by the caller. Returns ``(out (B, H, N, Dv), lse (B, H, N))``.
+    Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) = O(N·w).
+    """
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    if k.shape[-2] != N:
+        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
+    w = max(min(reach, N - 1), 0)
+    c = max(min(max(w, 64), 2 * w, N), 1)
+    after = 0 if causal else w
+    nc, L = math.ceil(N / c), c + w + after
+    qc = F.pad(q * scale, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
+    pad = (0, 0, w, nc * c - N + after)
+    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
+    vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
+
+    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
+    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
+        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
+    d = i - j  # (nc, c, L)
+    keep = (d.abs() <= w) & (j >= skip) & (j < N)
+    if causal:
+        keep &= d >= 0
+
+    def lay(t: Tensor, fill: float = 1.0) -> Tensor:  # (.., N) -> (.., nc, c, 1)
+        return F.pad(t, (0, nc * c - N), value=fill).unflatten(-1, (nc, c)).unsqueeze(-1)
+
+    if widths is not None:
+        keep = keep & (d.abs() <= lay(widths, 0))  # (B|1, H|1, nc, c, L)
+    keep = keep | (i >= N) | (i < skip)  # filler rows see their whole slab: no NaN anywhere
+    scores = qc @ ks  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+    if bias is not None:
+        scores = scores + bias(d.to(q.dtype), lay)
+    scores = scores.masked_fill(~keep, -math.inf)
+    out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
+    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]
+    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]
+    return out, lse
+
+
+def _with_globals(q: Tensor, k: Tensor, v: Tensor, part: Part, g: int, scale: float) -> Tensor:
+    """Add the g global keys (seen by all, no bias) and the g dense global rows to a window part."""
+    if g == 0:
+        return part[0]
+    keep = torch.ones(1, 1, dtype=torch.bool, device=q.device)
+    out = merge(part, attend(q * scale, k[:, :, :g], v[:, :, :g], keep))  # (B, H, N, Dv)
+    rows = dense_attention(q[:, :, :g], k, v, scale=scale)  # (B, H, g, Dv): global rows see all
+    return torch.cat([rows, out[:, :, g:]], dim=2)
+
+
+def _lay_sigma(s: Tensor, lay) -> Tensor:
+    """σ from :func:`_sigma_grid` laid out against the slabs: 0-d, (1, H, 1, 1, 1) or (.., nc, c, 1)."""
+    if s.dim() == 0:
+        return s
+    return s.view(*s.shape, 1, 1) if s.shape[-1] == 1 else lay(s)
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
+    if q.dim() != 4 or k.shape[:-1] != q.shape[:-1] or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"{name}: expected q, k (B, H, N, D) and v (B, H, N, Dv) with the same "
+                         f"B, H, N; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+
+
+def _scale(q: Tensor, scale: float | None) -> float:
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+
+
+# ---------------------------------------------------------------- the bell-curve window
+
+def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
+              window: int | None = None, global_tokens: int = 0,
+              scale: float | None = None) -> Tensor:
+    """Sliding window weighted by a bell curve of learned width σ, plus g global tokens.
+
+        s_ij = q_i·k_j·scale - ½ ((i - j)/σ_i)² [- log(σ_i·sqrt(2π)) if normalised], |i - j| <= w
+        s_ij = q_i·k_j·scale  if i < g or j < g;    -inf otherwise;    out = softmax(s) v
+
+    Args:
+        q, k, v: ``(B, H, N, D)``, ``(B, H, N, D)``, ``(B, H, N, Dv)``.
+        sigma: a float, a 0-d tensor, per head ``(H,)``, or per query token ``(B, N)`` /
+            ``(B, H, N)``; > 0. Gradients flow into a tensor σ.
+        normalised: use the normalised PDF (peak 1/(σ·sqrt(2π))) instead of the max-1 curve.
+        window: the cap w (keys beyond are masked); None = no cap (dense cost).
+        global_tokens: the first g tokens attend to all and are attended by all, with no bias.
+
+    Returns ``(B, H, N, Dv)``.
+    Cost: time O(N·(w + g)·D), memory O(N·(w + g)) (banded on CPU, FlexAttention on CUDA).
+    Paper: seeds 000/001 (Wu 2022), on Longformer (Beltagy et al. 2020).
+    """
+    _check_qkv(q, k, v, "bellcurve")
+    if window is not None and window < 0 or global_tokens < 0:
+        raise ValueError(f"bellcurve: window and global_tokens must be >= 0, got {window}, {global_tokens}")
+    B, H, N, _ = q.shape
+    sc = _scale(q, scale)
+    g = min(global_tokens, N)
+    if flex.use_flex(q):
+        w = N if window is None else min(window, N)
+        mod = bell_score_mod(sigma, normalised=normalised, window=window, global_tokens=g,
+                             B=B, H=H, N=N, device=q.device)
+        return flex.flex_attend(q, k, v, key=("bellcurve", w, g), scale=sc, score_mod=mod,
+                                mask_mod=_window_global_mod(w, g, q.device))
+    if window is None or window >= N - 1:
+        return bellcurve_reference(q, k, v, sigma=sigma, normalised=normalised, window=window,
+                                   global_tokens=global_tokens, scale=scale)
+    sig = _sigma_grid(sigma, B, H, N, device=q.device)
+
+    def bias(d: Tensor, lay) -> Tensor:  # (nc, c, L) -> (B|1, H|1, nc, c, L)
+        return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+
+    part = _band(q, k, v, reach=window, scale=sc, skip=g, bias=bias)
+    return _with_globals(q, k, v, part, g, sc)
+
+
+def bellcurve_reference(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
+                        window: int | None = None, global_tokens: int = 0,
+                        scale: float | None = None) -> Tensor:
+    """Dense attention plus the materialised :func:`bell_bias` (slow, obviously correct)."""
+    B, H, N, _ = q.shape
+    bias = bell_bias(N, sigma, normalised=normalised, window=window, global_tokens=global_tokens,
+                     B=B, H=H, dtype=q.dtype, device=q.device)  # (B|1, H|1, N, N)
+    return dense_attention(q, k, v, mask=bias, scale=scale)
+
+
+def bell_weights_attention(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
+                           window: int | None = None, global_tokens: int = 0,
+                           renormalise: bool = True, scale: float | None = None) -> Tensor:
+    """The seeds' multiplicative form: softmax weights (window + global keys) times the curve.
+
+        p_ij = softmax_j(q_i·k_j·scale) over visible keys;   a_ij = p_ij U_ij   (U = 1 for global)
+        renormalise: a_ij / Σ_k a_ik  (== :func:`bellcurve`)   else: a_ij as it is
+
+    The slides do not say whether they renormalised. Their symptom, "after the global attention
+    tokens participate ... the weights of sliding window tokens are nearly ZERO", is what the
+    renormalised form gives (without global tokens the PDF's constant would cancel); without
+    renormalising the PDF shrinks every output row by σ·sqrt(2π), global tokens or not.
+    Shapes as :func:`bellcurve`. Cost: dense, time O(N²·D), memory O(N²) (for the chapter).
+    """
+    B, H, N, _ = q.shape
+    bias = bell_bias(N, sigma, normalised=normalised, window=window, global_tokens=global_tokens,
+                     B=B, H=H, dtype=q.dtype, device=q.device)  # (B|1, H|1, N, N): log U, -inf
+    _, p = dense_attention(q, k, v, mask=torch.isfinite(bias), scale=scale, return_weights=True)
+    a = p * torch.exp(bias)  # (B, H, N, N): masked keys have p = 0 and exp(-inf) = 0
+    if renormalise:
+        a = a / a.sum(-1, keepdim=True)
+    return a @ v  # (B, H, N, N) @ (B, H, N, Dv) -> (B, H, N, Dv)
+
+
+def _window_global_mod(window: int, g: int, device):
+    """Flex mask: |i - j| <= w, or i or j among the first g tokens."""
+    reach, gt = torch.tensor(window, device=device), torch.tensor(g, device=device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return ((q_idx - kv_idx).abs() <= reach) | (q_idx < gt) | (kv_idx < gt)
+    return mask_mod
+
+
+# ---------------------------------------------------------------- sigma from the hidden state
+
+class SigmaPredictor(nn.Module):
+    """σ per query token from its hidden state, through W_p and U_d (Yang et al. 2018):
+
+        z_i = U_d tanh(W_p x_i) + b_d,      σ_i = σ_min + softplus(z_i)      (> σ_min > 0)
+
+    Yang et al. bound σ with a sigmoid times the length; the seeds let σ grow from 1 to 58, so
+    we use softplus: unbounded above, linear for large z (a step in z moves σ by at most that
+    step, where exp would move it in proportion to σ and explode at a 100× learning rate), and
+    the floor σ_min keeps 1/σ² finite. U_d starts at zero and b_d at softplus⁻¹(σ0 - σ_min),
+    so every token starts at exactly σ0 (the seeds start near 1).
+
+    Shapes: x ``(B, N, C)`` -> σ ``(B, H, N)`` (one σ per head; ``heads=1`` gives ``(B, 1, N)``).
+    """
+
+    def __init__(self, dim: int, *, heads: int = 1, hidden: int | None = None,
+                 sigma_init: float = 1.0, sigma_min: float = 0.1):
+        super().__init__()
+        if not sigma_init > sigma_min > 0:
+            raise ValueError(f"need sigma_init > sigma_min > 0, got {sigma_init}, {sigma_min}")
+        hidden = hidden or dim
+        self.sigma_min = sigma_min
+        self.W_p = nn.Linear(dim, hidden, bias=False)
+        self.U_d = nn.Linear(hidden, heads)
+        nn.init.zeros_(self.U_d.weight)
+        x = sigma_init - sigma_min  # softplus⁻¹(x) = x + log(1 - exp(-x))
+        nn.init.constant_(self.U_d.bias, x + math.log(-math.expm1(-x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.U_d(torch.tanh(self.W_p(x)))  # (B, N, C) -> (B, N, hidden) -> (B, N, H)
+        return (self.sigma_min + F.softplus(z)).transpose(1, 2)  # (B, H, N)
+
+
+# ---------------------------------------------------------------- window from sigma
+
+def tail_mass(w, sigma):
+    """Mass of N(0, σ²) beyond ±w: P(|X| > w) = erfc(w / (σ·sqrt(2))) (continuous tails)."""
+    w, sigma = torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+    return torch.special.erfc(w / (sigma * math.sqrt(2)))
+
+
+def window_from_sigma(sigma, *, tol: float = 1e-3, max_window: int = 128, rule: str = "mass"):
+    """The window w to slice for a bell curve of width σ, capped at ``max_window``.
+
+    ``rule="mass"``: the smallest integer w with :func:`tail_mass` (both tails of the continuous
+    Gaussian, erfc) below ``tol``: w = floor(σ·sqrt(2)·erfc⁻¹(tol)) + 1, so w grows like σ
+    (w ≈ 3.3σ at tol = 1e-3). Against :data:`SEED_WINDOWS` at the default tol: σ = 1 -> 4
+    (seeds 14), 9.5 -> 32 (44), 64 -> 128 (112), 1000 -> 128 (128). The erfc tails are within
+    ``2·φ(w/σ)/σ`` of the discrete sum over integer offsets; for σ >= 1 w moves by at most 1.
+
+    ``rule="seeds"``: w = min(ceil(14·sqrt(σ)), max_window), which reproduces every pair the
+    seeds report (and 001's σ ≈ 15 -> w = 55). It grows like sqrt(σ), not σ: at σ = 64 it cuts
+    the curve at 1.75σ and drops 8% of its mass. The slides do not give the rule; this is a fit.
+
+    σ: a float (returns an int) or a tensor (returns a long tensor of the same shape).
+    """
+    if not 1e-12 <= tol < 1:
+        raise ValueError(f"tol must lie in [1e-12, 1), got {tol}")
+    if rule not in ("mass", "seeds"):
+        raise ValueError(f"rule must be 'mass' or 'seeds', got {rule!r}")
+    s = torch.as_tensor(sigma, dtype=torch.float64).detach()
+    if bool((s <= 0).any()):
+        raise ValueError("sigma must be > 0")
+    if rule == "mass":
+        z = torch.special.erfinv(torch.tensor(1 - tol, dtype=torch.float64)) * math.sqrt(2)
+        w = torch.floor(s * z) + 1
+    else:
+        w = torch.ceil(14 * torch.sqrt(s))
+    w = w.clamp(max=max_window).long()
+    return int(w) if not isinstance(sigma, Tensor) else w.to(sigma.device)
+
+
+# ---------------------------------------------------------------- per-query variable windows
+
+def _widths_grid(widths: Tensor, B: int, H: int, N: int) -> Tensor:
+    """Widths ``(B, N)`` or ``(B, H, N)`` (integers >= 0) -> ``(B, 1|H, N)`` long."""
+    if widths.dim() not in (2, 3) or widths.shape[0] != B or widths.shape[-1] != N \
+            or (widths.dim() == 3 and widths.shape[1] != H):
+        raise ValueError(f"widths must be (B, N) = ({B}, {N}) or (B, H, N) = ({B}, {H}, {N}), "
+                         f"got {tuple(widths.shape)}")
+    if widths.is_floating_point() or bool((widths < 0).any()):
+        raise ValueError("widths must be integers >= 0")
+    return (widths.unsqueeze(1) if widths.dim() == 2 else widths).long()
+
+
+def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
+                              normalised: bool = False, global_tokens: int = 0,
+                              scale: float | None = None) -> Tensor:
+    """Per-query windows: query i sees keys |i - j| <= widths_i (plus g global tokens).
+
+    With ``sigma`` the window keys also get the bell-curve bias (the seeds' stage 2: the width
+    sliced from each token's learned σ by :func:`window_from_sigma`).
+    CPU: the banded slab of the widest window, masked per row to each width (memory
+    O(N·max w), not O(Σ_i w_i): padding to the widest row is the price of one batched matmul).
+    CUDA: FlexAttention with a block mask built from the widths (rebuilt every call, so a
+    tile the widths leave empty is skipped).
+    Shapes: q, k ``(B, H, N, D)``, v ``(B, H, N, Dv)``, widths ``(B, N)`` or ``(B, H, N)`` ->
+    ``(B, H, N, Dv)``. Cost: time O(N·(max w + g)·D), memory O(N·(max w + g)).
+    """
+    _check_qkv(q, k, v, "variable_window_attention")
+    B, H, N, _ = q.shape
+    wd = _widths_grid(widths, B, H, N)
+    sc, g = _scale(q, scale), min(global_tokens, N)
+    if flex.use_flex(q):
+        return _flex_variable(q, k, v, wd, sigma, normalised, g, sc)
+    sig = None if sigma is None else _sigma_grid(sigma, B, H, N, device=q.device)
+
+    def bias(d: Tensor, lay) -> Tensor:
+        return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+
+    part = _band(q, k, v, reach=int(wd.max()), scale=sc, skip=g, widths=wd,
+                 bias=None if sig is None else bias)
+    return _with_globals(q, k, v, part, g, sc)
+
+
+def variable_window_reference(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
+                              normalised: bool = False, global_tokens: int = 0,
+                              scale: float | None = None) -> Tensor:
+    """Dense attention with the materialised per-query mask (and bias): O(N²) memory."""
+    B, H, N, _ = q.shape
+    wd = _widths_grid(widths, B, H, N)  # (B, 1|H, N)
+    i = torch.arange(N, device=q.device)
+    keep = (i.view(N, 1) - i.view(1, N)).abs() <= wd.unsqueeze(-1)  # (B, 1|H, N, N)
+    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
+    if sigma is not None:
+        bias = bell_bias(N, sigma, normalised=normalised, B=B, H=H, dtype=q.dtype, device=q.device)
+    g = i < global_tokens
+    bias = torch.where(g.view(N, 1) | g.view(1, N), 0.0, bias.masked_fill(~keep, -math.inf))
+    return dense_attention(q, k, v, mask=bias, scale=scale)
+
+
+def _flex_variable(q, k, v, wd, sigma, normalised, g, sc):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, H, N, _ = q.shape
+    wt, gt = wd.expand(B, H, N).contiguous(), torch.tensor(g, device=q.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return ((q_idx - kv_idx).abs() <= wt[b, h, q_idx]) | (q_idx < gt) | (kv_idx < gt)
+    flex._guard_recompiles()
+    mask = create_block_mask(mask_mod, B, H, N, N, device=q.device, _compile=True)
+    mod = None if sigma is None else bell_score_mod(sigma, normalised=normalised, global_tokens=g,
+                                                    B=B, H=H, N=N, device=q.device)
+    return flex._compiled_flex()(q, k, v, score_mod=mod, block_mask=mask, scale=sc)
+
+
+# ---------------------------------------------------------------- adaptive attention span
+
+def span_ramp(x: Tensor, span: Tensor, ramp: float) -> Tensor:
+    """Sukhbaatar et al.'s soft mask m_z(x) = clamp((R + z - x) / R, 0, 1) for distance x."""
+    return ((ramp + span - x) / ramp).clamp(0, 1)
+
+
+def _span_log(x: Tensor, span: Tensor, ramp: float) -> Tensor:
+    """log m_z(x), -inf where m = 0, with finite gradients everywhere."""
+    m = span_ramp(x, span, ramp)
+    return torch.where(m > 0, torch.log(m.clamp_min(1e-30)), -math.inf)
+
+
+def _span_tensor(span, H: int, q: Tensor) -> Tensor:
+    z = torch.as_tensor(span, dtype=q.dtype, device=q.device)
+    if z.dim() not in (0, 1) or (z.dim() == 1 and z.shape[0] != H):
+        raise ValueError(f"span must be a float or per head (H,) = ({H},), got {tuple(z.shape)}")
+    return z.clamp_min(0).view(1, H, 1, 1) if z.dim() == 1 else z.clamp_min(0)
+
+
+def adaptive_span(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,
+                  causal: bool = False, scale: float | None = None) -> Tensor:
+    """Adaptive attention span: weights times a soft ramp of the distance x = |i - j|, renormalised.
+
+        a_ij = m_z(x) exp(s_ij) / Σ_k m_z(x_ik) exp(s_ik),   m_z(x) = clamp((R + z - x)/R, 0, 1)
+
+    z is a learned span per head (``span``: float or ``(H,)`` tensor, clamped at 0; gradients
+    flow into it), R the ramp width. ``causal``: keys j <= i only (the paper's setting).
+    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
+    Cost: banded with reach ceil(max z + R): time O(N·(z + R)·D), memory O(N·(z + R)).
+    Paper: Sukhbaatar et al. 2019, Adaptive Attention Span in Transformers (arXiv:1905.07799).
+    """
+    _check_qkv(q, k, v, "adaptive_span")
+    H = q.shape[1]
+    z = _span_tensor(span, H, q)
+    reach = math.ceil(float(z.max()) + ramp)
+
+    def bias(d: Tensor, lay) -> Tensor:  # z (1, H, 1, 1) -> (1, H, 1, 1, 1) against (nc, c, L)
+        return _span_log(d.abs(), z.unsqueeze(-1) if z.dim() else z, ramp)
+
+    return _band(q, k, v, reach=reach, scale=_scale(q, scale), causal=causal, bias=bias)[0]
+
+
+def adaptive_span_reference(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,
+                            causal: bool = False, scale: float | None = None) -> Tensor:
+    """Dense form: softmax weights times the materialised ramp m_z(|i - j|), renormalised."""
+    N, H = q.shape[-2], q.shape[1]
+    i = torch.arange(N, device=q.device)
+    d = (i.view(N, 1) - i.view(1, N)).to(q.dtype)  # (N, N)
+    m = span_ramp(d.abs(), _span_tensor(span, H, q), ramp)  # (1|1, H|1, N, N)
+    if causal:
+        m = m * (d >= 0)
+    _, p = dense_attention(q, k, v, scale=scale, return_weights=True)  # (B, H, N, N)
+    a = p * m
+    return (a / a.sum(-1, keepdim=True)) @ v
+
+
+class AdaptiveSpan(nn.Module):
+    """A learned span z per head, z = max_span · clamp(θ, 0, 1), and the paper's L1 span loss.
+
+    ``forward(q, k, v)`` calls :func:`adaptive_span`; ``loss()`` = mean span (add it times a
+    small coefficient to the training loss, as the paper does).
+    """
+
+    def __init__(self, heads: int, *, max_span: int, ramp: float = 32.0, init_span: float = 0.0,
+                 causal: bool = False):
+        super().__init__()
+        self.max_span, self.ramp, self.causal = max_span, ramp, causal
+        self.theta = nn.Parameter(torch.full((heads,), init_span / max_span))
+
+    def span(self) -> Tensor:
+        return self.max_span * self.theta.clamp(0, 1)  # (H,)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return adaptive_span(q, k, v, span=self.span(), ramp=self.ramp, causal=self.causal)
+
+    def loss(self) -> Tensor:
+        return self.span().mean()
+
+
+# ---------------------------------------------------------------- registry entries
+
+def _register_all() -> None:
+    from .registry import register
+
+    register("bellcurve", bellcurve, family="learned window", reference=bellcurve_reference,
+             cost="O(N·(w + g)·D) time, O(N·(w + g)) memory",
+             paper="Wu 2022, differentiable attention window (seeds 000/001); Yang et al. 2018, "
+                   "Modeling Localness for Self-Attention Networks",
+             example_kwargs={"sigma": 2.0, "window": 6, "global_tokens": 2})
+    register("adaptive_span", adaptive_span, family="learned window",
+             reference=adaptive_span_reference, cost="O(N·(z + R)·D) time, O(N·(z + R)) memory",
+             paper="Sukhbaatar et al. 2019, Adaptive Attention Span in Transformers "
+                   "(arXiv:1905.07799)",
+             example_kwargs={"span": 3.5, "ramp": 4.0})
+
+
+_register_all()
