@@ -45,15 +45,47 @@ c.ExecutePreprocessor.timeout = {timeout!r}
 # Any stderr output zeroes a grade cell: strip known-harmless noise (warnings, progress bars).
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = {pattern!r}
+
+# Autograde executes with attnkit's ResilientExecute (autograder/execute.py): a cell that kills
+# the kernel or ignores the interrupt is skipped (error output, the notebook re-run without it),
+# and the whole notebook has a wall-clock limit. The kernel runs in the bubblewrap sandbox
+# (autograder/sandbox.py: no network, whitelisted read-only files, rlimits) unless --unsafe.
+c.Autograde.autograde_preprocessors = [
+    "autograder.execute.ResilientExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.ResilientExecute.kernel_manager_class = {kernel_manager!r}
+c.ResilientExecute.notebook_timeout = {notebook_timeout!r}  # seconds, restarts included
+c.SandboxKernelManager.memory = {memory!r}  # address space, bytes
+c.SandboxKernelManager.cpu_time = {cpu_time!r}  # CPU seconds per kernel
+c.SandboxKernelManager.file_size = {file_size!r}  # largest file written, bytes
+c.SandboxKernelManager.processes = {processes!r}  # processes + threads
 '''
 
 
 def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
-                course_id: str = COURSE_ID) -> str:
-    """The contents of ``nbgrader_config.py`` for a course directory at ``root``."""
+                course_id: str = COURSE_ID, unsafe: bool = False, limits=None) -> str:
+    """The contents of ``nbgrader_config.py`` for a course directory at ``root``.
+
+    ``limits`` (``sandbox.Limits``; default ``sandbox.default_limits(timeout)``) bound the
+    sandboxed kernel; ``unsafe`` runs the plain kernel instead (no isolation).
+    """
+    from .sandbox import default_limits
+
+    limits = limits or default_limits(timeout)
+    manager = ("jupyter_client.manager.AsyncKernelManager" if unsafe
+               else "autograder.sandbox.SandboxKernelManager")
     return _TEMPLATE.format(root=str(root), course_id=course_id, db_url=db_url,
                             exchange=str(root / "exchange"),
-                            kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern)
+                            kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern,
+                            kernel_manager=manager, notebook_timeout=limits.notebook_timeout,
+                            memory=limits.memory, cpu_time=limits.cpu_time,
+                            file_size=limits.file_size, processes=limits.processes)
 
 
 def write_config(root: Path, **kwargs) -> Path:

@@ -9,6 +9,15 @@ never duplicate or lose a grade. nbgrader's own ``update_or_create`` calls keep 
 assignment and these students) plus two columns: ``status`` (``graded`` or ``failed``) and
 ``notes`` (the one-line reason or what went wrong in the notebook). A failed submission has
 no submission in the gradebook, so nbgrader's export gives it 0.
+
+Parallel and distributed grading (``dispatch.py``) autograde each submission against a scratch
+gradebook of its own; :func:`read_submission` packs what autograde wrote there into a dict and
+:func:`store` writes that into the real gradebook in a single transaction (all of a student's
+rows or none). That is all ``nbgrader export``, formgrader and the feedback read: the
+submission's timestamp, per notebook the late penalty, per grade cell ``auto_score`` and
+``needs_manual_grade``, per solution/task cell ``auto_comment``. Manual scores, extra credit,
+manual comments, flags and extensions already in the real gradebook are kept, as nbgrader's
+own autograde keeps them. Works on any SQLAlchemy URL nbgrader supports (SQLite, PostgreSQL).
 """
 from __future__ import annotations
 
@@ -51,6 +60,92 @@ def discard_submission(db_url: str, assignment: str, student: str) -> None:
             gb.remove_submission(assignment, student)
         except MissingEntry:
             pass
+
+
+def read_submission(db_url: str, assignment: str, student: str) -> dict:
+    """What autograde wrote for ``student``'s submission, as plain data for :func:`store`.
+
+    ``{"timestamp": ISO text or None, "notebooks": {name: {"late_submission_penalty": float
+    or None, "grades": {cell: {"auto_score", "needs_manual_grade"}}, "comments": {cell:
+    {"auto_comment"}}}}}``
+    """
+    with _gradebook(db_url) as gb:
+        sub = gb.find_submission(assignment, student)
+        notebooks = {}
+        for nb in sub.notebooks:
+            notebooks[nb.name] = {
+                "late_submission_penalty": nb.late_submission_penalty,
+                "grades": {g.name: {"auto_score": g.auto_score,
+                                    "needs_manual_grade": bool(g.needs_manual_grade)}
+                           for g in nb.grades},
+                "comments": {c.name: {"auto_comment": c.auto_comment} for c in nb.comments},
+            }
+        stamp = sub.timestamp.isoformat() if sub.timestamp is not None else None
+        return {"timestamp": stamp, "notebooks": notebooks}
+
+
+def store(db_url: str, assignment: str, student: str, record: dict | None) -> None:
+    """Write ``record`` (from :func:`read_submission`) as ``student``'s submission, atomically.
+
+    ``record`` None: the student exists and has no submission (it exports as 0). Everything
+    happens in one session and one commit; any error rolls all of it back. An existing
+    submission is updated in place (one row per student and grade cell, however often).
+    """
+    from nbgrader import utils
+    from nbgrader.api import (Assignment, Comment, Grade, Student, SubmittedAssignment,
+                              SubmittedNotebook)
+    with _gradebook(db_url) as gb:
+        db = gb.db
+        try:
+            person = db.get(Student, student)
+            if person is None:
+                person = Student(id=student)
+                db.add(person)
+            sub = (db.query(SubmittedAssignment).join(Assignment)
+                   .filter(Assignment.name == assignment,
+                           SubmittedAssignment.student_id == student).one_or_none())
+            if record is None:
+                if sub is not None:
+                    for nb in list(sub.notebooks):
+                        for row in list(nb.grades) + list(nb.comments):
+                            db.delete(row)
+                        db.delete(nb)
+                    db.delete(sub)
+                db.commit()
+                return
+            if sub is None:  # mirror the assignment's structure, as Gradebook.add_submission does
+                with db.no_autoflush:
+                    sub = SubmittedAssignment(assignment=gb.find_assignment(assignment),
+                                              student=person)
+                    db.add(sub)
+                    for notebook in sub.assignment.notebooks:
+                        nb = SubmittedNotebook(notebook=notebook, assignment=sub)
+                        db.add(nb)  # (SQLAlchemy 2 does not cascade along backrefs)
+                        cells = list(notebook.grade_cells) + list(notebook.task_cells)
+                        db.add_all(Grade(cell_id=cell.id, notebook=nb) for cell in cells)
+                        cells = list(notebook.solution_cells) + list(notebook.task_cells)
+                        db.add_all(Comment(cell_id=cell.id, notebook=nb) for cell in cells)
+                db.flush()
+            stamp = record.get("timestamp")
+            sub.timestamp = utils.parse_utc(stamp) if stamp else None
+            for nb in sub.notebooks:
+                data = record["notebooks"].get(nb.name)
+                if data is None:  # autograde's rule for a notebook that was not submitted
+                    data = {"late_submission_penalty": None, "comments": {},
+                            "grades": {g.name: {"auto_score": 0, "needs_manual_grade": False}
+                                       for g in nb.grades}}
+                nb.late_submission_penalty = data["late_submission_penalty"]
+                for grade in nb.grades:
+                    auto = data["grades"].get(grade.name, {}).get("auto_score")
+                    grade.auto_score = auto
+                    grade.needs_manual_grade = grade.manual_score is not None or auto is None
+                for comment in nb.comments:
+                    auto = data["comments"].get(comment.name, {}).get("auto_comment")
+                    comment.auto_comment = auto
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
 
 def has_assignment(db_url: str, assignment: str, student: str | None = None) -> bool:

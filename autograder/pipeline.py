@@ -19,30 +19,42 @@ still in the gradebook), retries failed ones and grades new or changed ones; ``f
 re-grades everyone. A student being graded when a run is interrupted is graded again next
 time. Grades live only in the gradebook (nbgrader updates its rows in place, so there are no
 duplicates), and the CSVs and the report are rebuilt from it on every run.
+
+Workers and clusters (``dispatch.py``): every submission is autograded in a staging area of
+its own (a scratch course and SQLite gradebook), in this process (``workers=1``), in
+``workers`` local processes, or on the Dask cluster at ``scheduler``; this process alone
+writes each result into the real gradebook, in one transaction per student, then records it
+in ``state.json``. A run stopped anywhere (Ctrl-C, SIGKILL) keeps what was recorded; the next
+run grades the rest.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from . import dispatch
 from . import gradebook as gbk
 from .assignments import spec_for
-from .config import make_api, nbgrader_session
+from .config import make_api, nbgrader_session, write_config
+from .execute import read_sidecar
+from .protect import read_flags
+from .execute import summary as execution_summary
 from .feedback import hidden_tests_redacted
 from .notebooks import solution_source
 from .outcome import describe_notebook, failure_reason
+from .preflight import read_timestamp, release_reference, sanitize
 from .release import (PipelineError, generate_assignment, grade_ids,  # noqa: F401
                       release, release_notebook, stage_course)
+from .sandbox import Limits, default_limits, probe
 from .submissions import Submission, collect
 
 # Bump when a change to the pipeline should re-grade submissions that state.json calls unchanged.
@@ -135,17 +147,28 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
     """Submit, autograde and generate feedback for one student; fill in ``result``."""
     dest = root / "submitted" / sub.student / assignment
     dest.mkdir(parents=True)
-    shutil.copyfile(sub.notebook, dest / f"{assignment}.ipynb")
-    if (sub.notebook.parent / "timestamp.txt").exists():  # nbgrader's submission time
-        shutil.copyfile(sub.notebook.parent / "timestamp.txt", dest / "timestamp.txt")
+    # Preflight (preflight.py): a clean copy without outputs, or the reason it cannot be graded.
+    clean, checks = sanitize(sub.notebook, release_reference(root, assignment),
+                             dest / f"{assignment}.ipynb")
+    stamp, stamp_note = read_timestamp(sub.notebook.parent)  # nbgrader's submission time
+    checks = [*checks, stamp_note] if stamp_note else checks
+    if clean is None:
+        result.notes = "; ".join(checks)
+        return
+    if stamp is not None:
+        (dest / "timestamp.txt").write_text(stamp + "\n")
     graded = api.autograde(assignment, sub.student, force=True, create=True)
     if not graded["success"]:
-        result.notes = "autograde failed: " + failure_reason(graded)
+        result.notes = "; ".join([*checks, "autograde failed: " + failure_reason(graded)])
         return
     cells = gbk.cell_scores(db_url, assignment, [sub.student], [g for g, _ in parts])
     autograded = root / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
     result.status = "graded"
-    result.notes = describe_notebook(autograded, parts, cells)
+    result.notes = "; ".join(filter(None, [*checks, describe_notebook(autograded, parts, cells)]))
+    records = read_sidecar(autograded.parent)  # restarts, skipped cells (this notebook's only)
+    ran = execution_summary({assignment: records.get(assignment)})
+    result.notes = "; ".join(filter(None, [result.notes, ran]))
+    result.flags = read_flags(autograded.parent)  # tampering the guard saw (protect.py)
     with hidden_tests_redacted(autograded, show_hidden=show_hidden):
         fb = api.generate_feedback(assignment, sub.student, force=True)
     html = root / "feedback" / sub.student / assignment / f"{assignment}.html"
@@ -158,15 +181,23 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
 
 def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None = None,
           db_url: str | None = None, timeout: int | None = None, force: bool = False,
-          jobs: int = 1, show_hidden: bool = False, echo=print) -> GradeRun:
+          jobs: int | None = None, show_hidden: bool = False, echo=print,
+          workers: int = 1, scheduler: str | None = None, progress=None,
+          unsafe: bool = False, limits: Limits | dict | None = None) -> GradeRun:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
-    ``jobs`` > 1 autogrades that many students at once, each in its own process (all in the
-    one staged course directory and gradebook; each student has folders of their own).
+    ``workers`` > 1 autogrades that many students at once, each in its own process and staging
+    area (``jobs`` is the old name); ``scheduler`` (a Dask address) grades on that cluster
+    instead. ``progress`` (a ``dispatch.Progress``) shows a live count; the per-student lines
+    then go through it instead of ``echo``.
     ``show_hidden`` keeps the hidden tests in the students' feedback (see ``feedback.py``).
+    Kernels run in the sandbox (``sandbox.py``) within ``limits`` (a ``sandbox.Limits``, or a
+    dict of fields overriding ``sandbox.default_limits(timeout)``); where the sandbox cannot
+    start this raises ``PipelineError``, unless ``unsafe`` (plain kernels, a loud warning).
     """
     from .report import write_report
 
+    workers = max(1, int(jobs or workers))
     begin = time.perf_counter()
     source = Path(source).resolve() if source else solution_source(assignment)
     if not Path(submissions).exists():
@@ -176,15 +207,21 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     root = out / "course"
     timeout = int(timeout or spec_for(assignment).timeout)
     db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
+    if not isinstance(limits, Limits):
+        limits = dataclasses.replace(default_limits(timeout), **(limits or {}))
+    _check_sandbox(unsafe, echo)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one grading run per output folder at a time
         nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
+        write_config(root, db_url=db_url, timeout=timeout, unsafe=unsafe, limits=limits,
+                     pattern=spec_for(assignment).ignore_pattern())  # the sandbox and limits
         parts = grade_ids(nb)
         digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
         settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
                     "timeout": timeout, "db_url": db_url,
                     "stderr_pattern": spec_for(assignment).ignore_pattern(),
-                    "show_hidden": show_hidden}
+                    "show_hidden": show_hidden, "sandbox": not unsafe,
+                    "limits": dataclasses.asdict(limits)}
         state = _State(out / "state.json", settings)
         subs = collect(Path(submissions), assignment, out / "incoming")
         run = GradeRun(assignment, out, parts)
@@ -206,18 +243,30 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
                     todo.append(sub)
                     state.students.pop(sub.student, None)  # if interrupted: graded again
             state.save()
+            show = progress.update if progress is not None else lambda r: echo("  " + r.line())
+            if progress is not None:
+                progress.start(len(subs), f"grading {assignment}")
             for res in results.values():
                 _score(res, db_url, assignment, run.max_score)
-                echo("  " + res.line())
-            job = (root, out, assignment, db_url, parts, show_hidden)
-            for res in _grade_all(api, job, todo, jobs):
-                state.students[res.student] = {k: v for k, v in asdict(res).items() if k in
-                                               ("student", "status", "notes", "sha256", "seconds",
-                                                "flags")}
-                state.save()
-                results[res.student] = res
-                _score(res, db_url, assignment, run.max_score)
-                echo("  " + res.line())
+                show(res)
+            stream = _grade_all(root, out, assignment, parts, show_hidden, todo, workers,
+                                scheduler)
+            try:
+                for graded in stream:
+                    log.write(graded.log)
+                    res = dispatch.commit(graded, root, out, assignment, db_url)
+                    state.students[res.student] = {
+                        k: v for k, v in asdict(res).items()
+                        if k in ("student", "status", "notes", "sha256", "seconds", "flags")}
+                    state.save()
+                    results[res.student] = res
+                    _score(res, db_url, assignment, run.max_score)
+                    show(res)
+            finally:
+                stream.close()  # on Ctrl-C or an error: stop the workers before cleaning up
+                dispatch.cleanup(out)
+                if progress is not None:
+                    progress.close()
             run.results = [results[s.student] for s in subs]
             students = [r.student for r in run.results]
             run.cells = gbk.cell_scores(db_url, assignment, students, [g for g, _ in parts])
@@ -233,25 +282,27 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     return run
 
 
-def _grade_in_worker(job: tuple, sub: Submission) -> StudentResult:
-    """``_grade_one`` in a worker process (its own nbgrader API; log to the same file)."""
-    root, out, assignment, db_url, parts, show_hidden = job
-    with nbgrader_session(out / "grading.log"):
-        return _grade_one(make_api(root), root, out, assignment, sub, db_url, parts, show_hidden)
-
-
-def _grade_all(api, job: tuple, todo: list[Submission], jobs: int):
-    """Yield each student's result as it is ready: in this process, or in ``jobs`` workers."""
-    root, out, assignment, db_url, parts, show_hidden = job
-    if jobs <= 1 or len(todo) <= 1:
-        for sub in todo:
-            yield _grade_one(api, root, out, assignment, sub, db_url, parts, show_hidden)
+def _grade_all(root: Path, out: Path, assignment: str, parts, show_hidden: bool,
+               todo: list[Submission], workers: int, scheduler: str | None):
+    """Yield a ``dispatch.Graded`` per submission in ``todo`` as each is ready (not committed)."""
+    if not todo:
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding kernels
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_grade_in_worker, job, sub) for sub in todo]
-        for future in as_completed(futures):
-            yield future.result()
+    stage = dispatch.prepare(root, out, assignment, parts, show_hidden=show_hidden,
+                             local=not scheduler)
+    yield from dispatch.results(stage, todo, workers=workers, scheduler=scheduler)
+
+
+def _check_sandbox(unsafe: bool, echo=print) -> None:
+    """Refuse to grade where the sandbox cannot start, unless ``unsafe`` (then warn loudly)."""
+    if unsafe:
+        echo("WARNING: --unsafe: student code runs WITHOUT the sandbox, with this process's "
+             "rights: it can read the solutions and the gradebook, use the network and "
+             "exhaust the machine. Use only for trusted notebooks.")
+        return
+    reason = probe()
+    if reason:
+        raise PipelineError(f"the grading sandbox cannot start: {reason}. Grading refuses to "
+                            "run student code unsandboxed; pass --unsafe to do it anyway")
 
 
 def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -> None:

@@ -51,6 +51,20 @@ RECIPES: dict[str, dict[str, dict[str, object]]] = {
     },
 }
 
+# A student who cheats: a wrong answer to part 3, then patches the checks and the testing
+# functions to no-ops so that the wrong answer "passes". The grader restores them before every
+# cell and flags the submission: it scores what its honest work earns (11 of 12).
+RECIPES["a1_attention_basics"]["hostile"] = {
+    **{cell: "solution" for cell in _A1_ANSWERS},
+    "average_query": ("code", "def average_query(keys, a, b):\n"
+                              "    return torch.zeros(keys.shape[1])  # not the answer\n\n"
+                              "import torch.testing\nfrom attnkit import grading\n\n"
+                              "def _always_fine(*args, **kwargs):\n    return None\n\n"
+                              "for _name in ('check_tensor', 'check_shape', 'check_type'):\n"
+                              "    setattr(grading, _name, _always_fine)\n"
+                              "torch.testing.assert_close = _always_fine\n"),
+}
+
 _A2_ANSWERS = ["window_masks", "strided_global_masks", "sliding_window", "longformer", "bigbird",
                "xl_step"]
 
@@ -93,11 +107,33 @@ RECIPES["a3_low_rank_and_kernels"] = {
     },
 }
 
+_A5_ANSWERS = ["bell_attention", "sigma_net", "window_from_sigma", "variable_window", "train_sigma"]
+
+RECIPES["a5_learnable_window"] = {
+    "full": {cell: "solution" for cell in _A5_ANSWERS},
+    "blank": {},
+    # Bell-curve attention (values and gradient) and the training run right; SigmaNet returns
+    # (B, N, 1), the window is one too small, the variable windows are dense under a mask.
+    "partial": {
+        "bell_attention": "solution", "sigma_net": ("wrong", 7), "window_from_sigma": ("wrong", 9),
+        "variable_window": ("wrong", 12), "train_sigma": "solution",
+    },
+    # The first answer cell raises on import; the parts that do not use bell_attention still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A5_ANSWERS},
+        "bell_attention": ("code", "from my_curves import gaussian_bias  # a file that was not submitted\n\n"
+                                   "def bell_attention(q, k, v, sigma, *, window, global_tokens=0, normalised=False):\n"
+                                   "    return gaussian_bias(q, k, v, sigma, window, global_tokens, normalised)\n"),
+    },
+}
+
 # Expected total scores (out of the assignment's maximum) for each sample.
 EXPECTED: dict[str, dict[str, float]] = {
-    "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0},
+    "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0,
+                            "hostile": 11.0, "malformed": 12.0},
     "a2_sparse_patterns": {"full": 16.0, "blank": 0.0, "partial": 8.0, "crash_early": 14.0},
     "a3_low_rank_and_kernels": {"full": 15.0, "blank": 0.0, "partial": 7.0, "crash_early": 13.0},
+    "a5_learnable_window": {"full": 12.0, "blank": 0.0, "partial": 6.0, "crash_early": 6.0},
 }
 
 _SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",

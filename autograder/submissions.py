@@ -12,19 +12,32 @@ In a student folder ``a1.ipynb`` wins; otherwise a single notebook is taken; wit
 one whose name contains the assignment name, else the first in sorted order (the choice is
 noted in the report). A student whose notebook cannot be found or read gets ``problem`` set:
 the pipeline gives them 0 and reports that one-line reason instead of grading them.
+
+Zips are extracted defensively: members with absolute or ``..`` paths, symbolic links and other
+special files are skipped (never created, never followed) and noted for the student; more than
+``MAX_ZIP_MEMBERS`` members or ``MAX_UNZIPPED_BYTES`` of content (counted while extracting, so
+sizes a zip lies about do not help) refuse the zip; a corrupted zip is a one-line reason.
+Notebook files are only checked here (``preflight.check_notebook``: size always, the full
+read for files up to ``PRECHECK_BYTES``); ``preflight.sanitize`` does the rest before grading.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 import shutil
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
+from .preflight import Refused, check_file, load
 
 MAX_UNZIPPED_BYTES = 512 * 2**20
+MAX_ZIP_MEMBERS = 10_000
+PRECHECK_BYTES = 16 * 2**20  # notebooks up to this size are read in full when collected
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError,
+               OSError, NotImplementedError, RuntimeError)
 _JUNK = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
 
 
@@ -40,9 +53,10 @@ class Submission:
     @property
     def sha256(self) -> str:
         """Hash of the notebook's bytes ('' without a notebook): unchanged hash, same grade."""
-        if self.notebook is None:
+        if self.notebook is None or self.problem:
             return ""
-        return hashlib.sha256(self.notebook.read_bytes()).hexdigest()
+        with open(self.notebook, "rb") as f:  # streamed: a notebook may be hundreds of MB
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def student_id(name: str) -> str:
@@ -54,17 +68,39 @@ def _visible(path: Path) -> bool:
     return not (path.name.startswith(".") or path.name in _JUNK)
 
 
-def unzip(archive: Path, dest: Path) -> Path:
-    """Extract ``archive`` into a fresh ``dest``, refusing absolute or '..' paths and zip bombs."""
+def unzip(archive: Path, dest: Path, skipped: list[str] | None = None) -> Path:
+    """Extract ``archive`` into a fresh ``dest``; return ``dest``.
+
+    Members with absolute or '..' paths, symbolic links and other non-regular files are not
+    extracted; a line for each is appended to ``skipped``. Raises ``ValueError`` for a zip
+    bomb (too many members or too many bytes) and zipfile/zlib errors for a corrupted zip.
+    """
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
+    skipped = [] if skipped is None else skipped
+    budget = MAX_UNZIPPED_BYTES
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise ValueError(f"{archive.name} holds {len(members)} files "
+                             f"(more than {MAX_ZIP_MEMBERS}): refused")
         if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
             raise ValueError(f"{archive.name} unpacks to more than {MAX_UNZIPPED_BYTES >> 20} MiB")
         for member in members:
-            parts = Path(member.filename).parts
-            if member.filename.startswith("/") or ".." in parts or not parts:
+            name = member.filename
+            parts = Path(name).parts
+            mode = member.external_attr >> 16
+            if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+                skipped.append(f"{name} (absolute path, not extracted)")
+                continue
+            if ".." in parts or ".." in name.split("\\") or not parts:
+                skipped.append(f"{name} ('..' in its path, not extracted)")
+                continue
+            if stat.S_ISLNK(mode):
+                skipped.append(f"{name} (symbolic link, not extracted)")
+                continue
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no type recorded
+                skipped.append(f"{name} (not a regular file, not extracted)")
                 continue
             target = dest.joinpath(*parts)
             if member.is_dir():
@@ -72,47 +108,93 @@ def unzip(archive: Path, dest: Path) -> Path:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
+                while chunk := src.read(1 << 20):
+                    budget -= len(chunk)
+                    if budget < 0:
+                        raise ValueError(f"{archive.name} unpacks to more than "
+                                         f"{MAX_UNZIPPED_BYTES >> 20} MiB")
+                    out.write(chunk)
     return dest
+
+
+def zip_problem(archive: Path, exc: BaseException) -> str:
+    """One line for a zip that could not be extracted."""
+    text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, zipfile.BadZipFile) and "not a zip file" in text:
+        return f"cannot unzip {archive.name}: not a zip file (corrupted, or another format)"
+    if isinstance(exc, (zlib.error, EOFError, zipfile.BadZipFile)):
+        return f"cannot unzip {archive.name}: the zip is corrupted ({text})"
+    return f"cannot unzip {archive.name}: {text}"
+
+
+def _skipped_note(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return "skipped in the zip: " + "; ".join(skipped[:3]) + more
 
 
 def _notebooks(folder: Path) -> list[Path]:
     found = [p for p in folder.rglob("*.ipynb")
-             if p.is_file() and not any(part in _JUNK or part.startswith(".")
-                                        for part in p.relative_to(folder).parts)]
+             if p.is_file() and not p.is_symlink()
+             and not any(part in _JUNK or part.startswith(".")
+                         for part in p.relative_to(folder).parts)]
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
 def pick_notebook(folder: Path, assignment: str, scratch: Path) -> tuple[Path | None, str]:
-    """The notebook to grade in a student's folder (unzipping any zip in it), and a note."""
+    """The notebook to grade in a student's folder (unzipping any zip in it), and a note
+    (without a notebook: the reason)."""
+    path, problem, note = _pick(folder, assignment, scratch)
+    return path, "; ".join(filter(None, [problem, note])) if path is None else note
+
+
+def _pick(folder: Path, assignment: str, scratch: Path) -> tuple[Path | None, str, str]:
+    """(notebook, problem, note): ``problem`` is set when there is no notebook to grade."""
     found = _notebooks(folder)
+    skipped: list[str] = []
     if not found:
         for i, archive in enumerate(sorted(folder.rglob("*.zip"))):
             try:
-                found += _notebooks(unzip(archive, scratch / f"zip{i}"))
-            except (zipfile.BadZipFile, ValueError, OSError) as exc:
-                return None, f"cannot unzip {archive.name}: {exc}"
+                found += _notebooks(unzip(archive, scratch / f"zip{i}", skipped))
+            except _ZIP_ERRORS as exc:
+                return None, zip_problem(archive, exc), ""
+    skip = _skipped_note(skipped)
     if not found:
-        return None, ""
+        return None, "no notebook (.ipynb) found", "; ".join(filter(None, [_contents(folder), skip]))
     exact = [p for p in found if p.name == f"{assignment}.ipynb"]
-    if exact:
-        return exact[0], ""
     if len(found) == 1:
-        return found[0], f"graded {found[0].name}"
-    named = [p for p in found if assignment in p.stem] or found
+        renamed = "" if exact else f"graded {found[0].name}"
+        return found[0], "", "; ".join(filter(None, [renamed, skip]))
+    named = exact or [p for p in found if assignment in p.stem] or found
     names = ", ".join(p.name for p in found)
-    return named[0], f"several notebooks ({names}); graded {named[0].name}"
+    return named[0], "", "; ".join(filter(None, [f"several notebooks ({names}); graded "
+                                                 f"{named[0].name}", skip]))
+
+
+def _contents(folder: Path) -> str:
+    """'the folder is empty' or 'the folder holds a.txt, b.py' (for a missing notebook)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and _visible(p))
+    if not files:
+        return "the folder is empty"
+    more = f" and {len(files) - 4} more" if len(files) > 4 else ""
+    return "the folder holds " + ", ".join(files[:4]) + more
 
 
 def check_notebook(path: Path) -> str | None:
-    """None if ``path`` reads as a notebook with cells, else a one-line reason."""
+    """None if ``path`` looks gradable, else a one-line reason (see ``preflight.load``).
+
+    Files up to ``PRECHECK_BYTES`` are read in full; larger ones only have their size checked
+    here, and are read once, by ``preflight.sanitize``, just before grading.
+    """
     try:
-        nb = nbformat.read(str(path), as_version=4)
-    except Exception as exc:  # JSON errors, wrong schema, bad encoding
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"not a valid notebook ({path.name}: {first[:120]})"
-    if not nb.cells:
-        return f"notebook {path.name} has no cells"
+        if check_file(path) <= PRECHECK_BYTES:
+            load(path)
+    except Refused as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {path.name}: {exc.strerror or exc}"
     return None
 
 
@@ -140,8 +222,9 @@ def collect(submissions: Path, assignment: str, scratch: Path) -> list[Submissio
     if not submissions.exists():
         raise FileNotFoundError(f"no submissions at {submissions}")
     shutil.rmtree(scratch, ignore_errors=True)
+    skipped: list[str] = []  # members of a class-wide zip that were not extracted
     if submissions.is_file():
-        submissions = unzip(submissions, scratch / "_archive")
+        submissions = unzip(submissions, scratch / "_archive", skipped)
     root = _root(submissions, assignment)
     result: dict[str, Submission] = {}
     for entry in sorted(p for p in root.iterdir() if _visible(p)):
@@ -156,18 +239,24 @@ def collect(submissions: Path, assignment: str, scratch: Path) -> list[Submissio
             sub.notebook = entry
         else:
             folder = entry
+            loose: list[str] = []
             if entry.is_file():  # a loose zip: the student's folder is its content
                 try:
-                    folder = unzip(entry, scratch / sid / "_archive")
-                except (zipfile.BadZipFile, ValueError, OSError) as exc:
-                    sub.problem = f"cannot unzip {entry.name}: {exc}"
+                    folder = unzip(entry, scratch / sid / "_archive", loose)
+                except _ZIP_ERRORS as exc:
+                    sub.problem = zip_problem(entry, exc)
             if sub.problem is None:
-                sub.notebook, note = pick_notebook(folder, assignment, scratch / sid)
-                if sub.notebook is None:
-                    sub.problem = note or "no notebook (.ipynb) found"
-                else:
-                    sub.note = note
+                sub.notebook, problem, note = _pick(folder, assignment, scratch / sid)
+                sub.problem = problem or None
+                sub.note = "; ".join(filter(None, [note, _skipped_note(loose)]))
+        if entry.is_symlink():
+            sub.notebook, sub.problem = None, f"{entry.name} is a symbolic link (not followed)"
         if sub.notebook is not None:
             sub.problem = check_notebook(sub.notebook)
         result[sid] = sub
+    for line in skipped:  # tell each student about their own members a class zip skipped
+        parts = {student_id(p) for p in re.split(r"[/\\]", line.split(" (")[0])}
+        for sid in parts & set(result):
+            result[sid].note = "; ".join(filter(None, [result[sid].note,
+                                                       _skipped_note([line])]))
     return [result[k] for k in sorted(result)]

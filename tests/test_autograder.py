@@ -3,7 +3,8 @@
 The toy has one answer cell (``square``) and two grade cells: ``test_square`` (2 points, with a
 hidden test) and ``test_noisy`` (1 point, emits a warning that must not cost the point).
 Students: a correct one, the blank release, malformed JSON, no notebook, one that raises
-before defining anything, one whose cell runs past the timeout, one whose kernel dies, a loose
+before defining anything, one whose cell runs past the timeout, one whose kernel crashes (that
+cell is skipped and the notebook re-run without it), a loose
 notebook and one zipped inside the student's folder.
 
 The pipeline runs once per module (``graded``); tests marked ``slow`` share it, and the
@@ -62,7 +63,7 @@ ANSWERS = {  # student -> the code of the answer cell
     "correct": "def square(x):\n    return x * x\n",
     "early": "raise NameError('typo')\ndef square(x):\n    return x * x\n",
     "slow": "import time\ndef square(x):\n    return x * x\ntime.sleep(60)\n",
-    "dies": "import os\nos._exit(1)\n",
+    "dies": "import faulthandler\nfaulthandler._sigsegv()\n",  # the kernel crashes: skipped, re-run
     "loose": "def square(x):\n    return abs(x) * 3\n",  # passes 3*3 == 9, fails the hidden test
     "zipped": "def square(x):\n    return x ** 2\n",
 }
@@ -182,10 +183,11 @@ def test_grades_csv_has_expected_scores_and_status(graded):
     assert {s: float(r["score"]) for s, r in rows.items()} == EXPECTED
     assert all(r["max_score"] == "3.0" for r in rows.values())
     failed = {s for s, r in rows.items() if r["status"] == "failed"}
-    assert failed == {"malformed", "missing", "dies"}
+    assert failed == {"malformed", "missing"}
     assert "not a valid notebook" in rows["malformed"]["notes"]
     assert "no notebook" in rows["missing"]["notes"]
-    assert "kernel died" in rows["dies"]["notes"]
+    assert rows["dies"]["status"] == "graded"  # the cell that crashed the kernel is skipped
+    assert "skipped 'square' (killed the kernel)" in rows["dies"]["notes"]
     assert rows["early"]["notes"] == ("raised NameError in cell 'square'; "
                                       "2 of 2 grade cells failed")
     assert "NotImplementedError" in rows["blank"]["notes"]
@@ -201,13 +203,14 @@ def test_cell_scores_feedback_report_and_kernel(graded):
              for r in gbk.read_csv(out / "cell_scores.csv")}
     assert cells[("correct", "test_noisy")] == 1.0  # the warning did not zero it
     assert cells[("loose", "test_square")] == 0.0 and cells[("loose", "test_noisy")] == 1.0
-    assert not any(s in {"malformed", "missing", "dies"} for s, _ in cells)
+    assert not any(s in {"malformed", "missing"} for s, _ in cells)
+    assert cells[("dies", "test_square")] == 0.0
     for student, score in EXPECTED.items():
         feedback = out / "feedback" / student / "toy.html"
-        assert feedback.exists() == (student not in {"malformed", "missing", "dies"}), student
+        assert feedback.exists() == (student not in {"malformed", "missing"}), student
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
-    for text in ("not a valid notebook", "no notebook", "kernel died", "data:image/png;base64"):
+    for text in ("not a valid notebook", "no notebook", "killed the kernel", "data:image/png;base64"):
         assert text in html, text
     assert "plots/test_square.png" in md and (out / "plots" / "total.png").exists()
     graded_nb = nbformat.read(str(out / "course" / "autograded" / "correct" / "toy" / "toy.ipynb"), 4)
@@ -236,12 +239,12 @@ def test_rerun_is_idempotent(graded, toy, submissions, capsys):
     del state["students"]["loose"]
     (out / "state.json").write_text(json.dumps(state))
     resumed = grade("toy", submissions, out, source=toy, timeout=TIMEOUT, echo=lambda line: None)
-    assert [r.student for r in resumed.results if not r.cached] == ["dies", "loose", "malformed",
+    assert [r.student for r in resumed.results if not r.cached] == ["loose", "malformed",
                                                                      "missing"]  # failed: retried
     assert (out / "grades.csv").read_bytes() == before
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}", "attnkit") as gb:
         subs = gb.assignment_submissions("toy")
         assert sorted(s.student.id for s in subs) == sorted(
-            set(EXPECTED) - {"malformed", "missing", "dies"})
+            set(EXPECTED) - {"malformed", "missing"})
         assert sum(len(nb.grades) for s in subs for nb in s.notebooks) == 2 * len(subs)

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .guard import reference
+
 __all__ = ["attend", "merge", "window_attention", "dilated_attention", "residue_attention", "block_attention",
            "summary_attention"]
 
@@ -85,6 +87,7 @@ def _pad_to(x: Tensor, length: int) -> Tensor:
     return F.pad(x, (0, 0, 0, length - x.shape[-2]))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
                      causal: bool = False, scale: float, valid: Tensor | None = None) -> Part:
     """Window |i - j| <= reach (d % dilation == 0), by chunks of c queries against slabs.
@@ -132,6 +135,7 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: i
     return out, lse
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def dilated_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int,
                       causal: bool = False, scale: float) -> Part:
     """Dilated window |i - j| <= w·δ, (i - j) % δ == 0, as a plain window inside residue classes.

@@ -2,8 +2,10 @@
 
     attnkit build                         course/NN_*.py -> course/NN_*.ipynb
     attnkit release [ASSIGNMENT ...]      solutions/<a>/<a>.py -> assignments/<a>/<a>.ipynb
-    attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force] [--jobs N]
-                                          [--show-hidden]
+    attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force]
+                                          [--workers N | --scheduler ADDRESS] [--show-hidden]
+                                          [--unsafe] [--memory GIB] [--cpu-time S]
+                                          [--notebook-timeout S]
     attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
@@ -13,6 +15,13 @@ The grading pipeline lives in the ``autograder`` package (imported only when a c
 it, so ``import attnkit`` stays light). ``attnkit grade`` prints one line per student while it
 works and a grade table at the end; nbgrader's own log goes to ``DIR/grading.log``. Re-running
 it on the same ``DIR`` re-grades only submissions whose notebook changed (``--force``: all).
+``--workers N`` grades N students at once (``--jobs`` is an old name for it); ``--scheduler
+ADDRESS`` runs the same per-student jobs on a Dask cluster (``autograder/dispatch.py``). A
+progress bar with the count of graded / failed / flagged students shows on a terminal; piped
+output gets one plain line per student instead.
+Student code runs in a bubblewrap sandbox (``autograder/sandbox.py``: no network, no view of
+the solutions or the gradebook, ``--memory`` / ``--cpu-time`` / ``--notebook-timeout`` limits);
+where it cannot start, grading refuses unless ``--unsafe`` is given.
 """
 from __future__ import annotations
 
@@ -42,6 +51,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from autograder.dispatch import Progress
     from autograder.pipeline import grade
     from autograder.report import format_table
 
@@ -49,8 +59,9 @@ def cmd_grade(args) -> int:
     print(f"grading {args.assignment} from {args.submissions} into {out} "
           f"(nbgrader log: {out / 'grading.log'})")
     run = grade(args.assignment, Path(args.submissions), out, source=args.source,
-                db_url=args.db, timeout=args.timeout, force=args.force, jobs=args.jobs,
-                show_hidden=args.show_hidden)
+                db_url=args.db, timeout=args.timeout, force=args.force, workers=args.workers,
+                scheduler=args.scheduler, show_hidden=args.show_hidden, progress=Progress(),
+                unsafe=args.unsafe, limits=_limits(args))
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
@@ -58,6 +69,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from autograder.dispatch import Progress
     from autograder.gradebook import GRADE_COLUMNS, read_csv, write_csv
     from autograder.notebooks import ROOT, assignment_names
     from autograder.pipeline import grade, release
@@ -73,7 +85,8 @@ def cmd_demo(args) -> int:
             continue
         print(f"grading the samples of {name}")
         run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
-                    jobs=args.jobs, show_hidden=args.show_hidden)
+                    workers=args.workers, show_hidden=args.show_hidden, progress=Progress(),
+                    unsafe=args.unsafe, limits=_limits(args))
         print(format_table(run) + "\n")
         runs.append(run)
         rows += read_csv(run.out / "grades.csv")
@@ -168,6 +181,43 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _workers_options(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` and its hidden old name ``--jobs N``."""
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="students graded at once, each in its own process (default 1)")
+    p.add_argument("--jobs", dest="workers", type=_workers, help=argparse.SUPPRESS)
+
+
+def _sandbox_options(p: argparse.ArgumentParser) -> None:
+    """``--unsafe`` and the limits of the grading sandbox (``autograder/sandbox.py``)."""
+    p.add_argument("--unsafe", action="store_true",
+                   help="run student code WITHOUT the sandbox (only for trusted notebooks)")
+    p.add_argument("--memory", type=float, metavar="GIB",
+                   help="address-space limit per kernel in GiB (default 4)")
+    p.add_argument("--cpu-time", type=int, metavar="S",
+                   help="CPU seconds per kernel (default: twice the notebook limit)")
+    p.add_argument("--notebook-timeout", type=int, metavar="S",
+                   help="wall-clock seconds per notebook, restarts included "
+                        "(default: 5 cells' worth, at least 900)")
+
+
+def _limits(args) -> dict:
+    """The limit flags given, as overrides of ``sandbox.default_limits``."""
+    given = {"memory": None if args.memory is None else int(args.memory * (1 << 30)),
+             "cpu_time": args.cpu_time, "notebook_timeout": args.notebook_timeout}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def parser() -> argparse.ArgumentParser:
     usage = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="attnkit", epilog=usage,
@@ -189,7 +239,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=int, help="seconds per cell (default: autograder/assignments.py)")
     g.add_argument("--source", help="source notebook (py:percent) instead of solutions/<a>/<a>.py")
     g.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
-    g.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    _workers_options(g)
+    _sandbox_options(g)
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on this Dask cluster (e.g. tcp://host:8786) instead of locally")
     g.add_argument("--show-hidden", action="store_true",
                    help="keep the hidden tests in the students' feedback (default: redacted)")
     g.set_defaults(fn=cmd_grade)
@@ -199,7 +252,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--samples", help="folder of <assignment>/<student>/ (default autograder/samples)")
     d.add_argument("--timeout", type=int, help="seconds per cell (default: per assignment)")
     d.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
-    d.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    _workers_options(d)
+    _sandbox_options(d)
     d.add_argument("--show-hidden", action="store_true", help="keep hidden tests in the feedback")
     d.set_defaults(fn=cmd_demo)
 
@@ -243,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     except _expected_errors() as exc:
         print(f"attnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was graded is kept: a re-run finishes the rest
+        print(f"\nattnkit {args.command}: interrupted; run it again to finish the rest",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

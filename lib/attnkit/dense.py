@@ -19,9 +19,12 @@ import math
 import torch
 from torch import Tensor
 
+from .guard import reference
+
 __all__ = ["softmax", "dense_attention"]
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def softmax(scores: Tensor, dim: int = -1) -> Tensor:
     """Numerically stable softmax; rows that are entirely ``-inf`` give zeros, not NaN.
 
@@ -38,6 +41,7 @@ def softmax(scores: Tensor, dim: int = -1) -> Tensor:
     return e / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def dense_attention(
     q: Tensor,
     k: Tensor,

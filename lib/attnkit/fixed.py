@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .guard import reference
 from .banded import (attend, block_attention, dilated_attention, merge, residue_attention, summary_attention,
                      window_attention, window_keep)
 from .blocksparse import blocksparse_attention
@@ -49,6 +50,7 @@ __all__ = [
 _window_keep = window_keep
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def local_mask(window: int, causal: bool = False) -> MaskMod:
     """Sliding window: |i - j| <= w (and j <= i when ``causal``)."""
     def mask_mod(b, h, q_idx, kv_idx):
@@ -56,6 +58,7 @@ def local_mask(window: int, causal: bool = False) -> MaskMod:
     return mask_mod
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def dilated_mask(window: int, dilation: int, causal: bool = False) -> MaskMod:
     """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0."""
     def mask_mod(b, h, q_idx, kv_idx):
@@ -63,6 +66,7 @@ def dilated_mask(window: int, dilation: int, causal: bool = False) -> MaskMod:
     return mask_mod
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def strided_mask(stride: int) -> MaskMod:
     """Sparse Transformer strided: j <= i and (i - j < s or (i - j) % s == 0)."""
     def mask_mod(b, h, q_idx, kv_idx):
@@ -71,6 +75,7 @@ def strided_mask(stride: int) -> MaskMod:
     return mask_mod
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def fixed_mask(stride: int, summary: int = 1) -> MaskMod:
     """Sparse Transformer fixed: j <= i and (j // s == i // s or j % s >= s - summary)."""
     def mask_mod(b, h, q_idx, kv_idx):
@@ -90,6 +95,7 @@ def _global_index(global_tokens: Tensor | int, N: int, device=None) -> Tensor:
     return g
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1) -> MaskMod:
     """Longformer: dilated window, or i global (sees all), or j global (seen by all)."""
     window_mod = dilated_mask(window, dilation)
@@ -105,6 +111,7 @@ def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1)
     return mask_mod
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, random_blocks: int,
                    seed: int) -> Tensor:
     """BigBird's block layout ``(nb, nb)``: window, global rows and columns, r random per row."""
@@ -119,6 +126,7 @@ def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, rand
     return layout
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int = 1,
                  random_blocks: int = 1, seed: int = 0) -> MaskMod:
     """BigBird: key j visible to query i when layout[i // block, j // block] (see bigbird_layout)."""
@@ -145,6 +153,7 @@ def _scale(q: Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
           scale: float | None = None) -> Tensor:
     """Sliding-window attention: query i sees keys |i - j| <= w (and j <= i if ``causal``).
@@ -162,6 +171,7 @@ def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
     return window_attention(q, k, v, reach=window, causal=causal, scale=_scale(q, scale))[0]
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, causal: bool = False,
             scale: float | None = None) -> Tensor:
     """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0.
@@ -180,6 +190,7 @@ def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, caus
                              scale=_scale(q, scale))[0]
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
     """Sparse Transformer strided (causal): j <= i and (i - j < s or (i - j) % s == 0).
 
@@ -198,6 +209,7 @@ def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None
                  residue_attention(q, k, v, stride=stride, scale=sc))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1,
           scale: float | None = None) -> Tensor:
     """Sparse Transformer fixed (causal): j <= i and (same stride block or a summary column).
@@ -217,6 +229,7 @@ def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1,
                  summary_attention(q, k, v, stride=stride, summary=summary, scale=sc))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: Tensor | int,
                dilation: int = 1, scale: float | None = None) -> Tensor:
     """Longformer: a (dilated) sliding window plus g global tokens that see and are seen by all.
@@ -248,6 +261,7 @@ def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: T
     return out.index_copy(2, g, rows)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int = 1,
             global_blocks: int = 1, random_blocks: int = 1, seed: int = 0,
             scale: float | None = None) -> Tensor:
@@ -282,31 +296,37 @@ def _dense_with(mask_mod: MaskMod, q: Tensor, k: Tensor, v: Tensor, scale) -> Te
     return dense_attention(q, k, v, mask=mask, scale=scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def local_reference(q, k, v, *, window, causal=False, scale=None):
     """Dense attention with the materialised :func:`local_mask` (slow, obviously correct)."""
     return _dense_with(local_mask(window, causal), q, k, v, scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def dilated_reference(q, k, v, *, window, dilation, causal=False, scale=None):
     """Dense attention with the materialised :func:`dilated_mask`."""
     return _dense_with(dilated_mask(window, dilation, causal), q, k, v, scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def strided_reference(q, k, v, *, stride, scale=None):
     """Dense attention with the materialised :func:`strided_mask`."""
     return _dense_with(strided_mask(stride), q, k, v, scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def fixed_reference(q, k, v, *, stride, summary=1, scale=None):
     """Dense attention with the materialised :func:`fixed_mask`."""
     return _dense_with(fixed_mask(stride, summary), q, k, v, scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def longformer_reference(q, k, v, *, window, global_tokens, dilation=1, scale=None):
     """Dense attention with the materialised :func:`longformer_mask`."""
     return _dense_with(longformer_mask(window, global_tokens, dilation), q, k, v, scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bigbird_reference(q, k, v, *, block, window_blocks=1, global_blocks=1, random_blocks=1,
                       seed=0, scale=None):
     """Dense attention with the materialised :func:`bigbird_mask`."""

@@ -45,7 +45,8 @@ def check_type(got, name: str = "result") -> None:
         raise AssertionError(f"{name} returned None: did you forget a `return` statement?")
     if isinstance(got, tuple) and got and isinstance(got[0], Tensor):
         raise AssertionError(f"{name} returned a tuple of {len(got)} items; return only the tensor.")
-    if type(got) is not Tensor and not (isinstance(got, Tensor) and type(got).__name__ == "Parameter"):
+    # Exact types: a Tensor subclass (or any object) could override ==, allclose or __torch_function__.
+    if type(got) is not Tensor and type(got) is not torch.nn.Parameter:
         raise AssertionError(f"{name} should be a torch.Tensor, got {type(got).__name__}.")
 
 
@@ -66,6 +67,7 @@ def _shape_hint(got: tuple, expected: tuple, axes: str | None) -> str:
 def check_shape(got: Tensor, expected: Sequence[int], *, name: str = "result",
                 axes: str | None = _AXIS_NAMES) -> None:
     """Shape must equal ``expected``; the message names the axes (B, H, N, D by default)."""
+    check_type(got, name)
     got_s, exp_s = tuple(got.shape), tuple(expected)
     if got_s != exp_s:
         named = f"({axes}) = " if axes and len(axes.split(",")) == len(exp_s) else ""
@@ -164,11 +166,13 @@ def check_largest_intermediate(fn: Callable, *args, max_elements: float, name: s
 
 def check_equal_int(got, expected: int, *, name: str = "result", hint: str = "") -> None:
     """``got`` must be an integer equal to ``expected`` (a number, not a tensor or a float)."""
-    if isinstance(got, Tensor):
+    if type(got) is Tensor:
         if got.numel() != 1:
             raise AssertionError(f"{name} should be a single integer, got a tensor of shape {tuple(got.shape)}.")
         got = got.item()
-    if isinstance(got, bool) or not isinstance(got, numbers.Real) or (
+    # Exact types (int, float, or NumPy's): an int subclass could answer == and int() as it likes.
+    exact = type(got) in (int, float) or (type(got).__module__ == "numpy" and isinstance(got, numbers.Real))
+    if not exact or isinstance(got, bool) or (
             not isinstance(got, numbers.Integral) and not float(got).is_integer()):
         raise AssertionError(f"{name} should be an integer, got {got!r} ({type(got).__name__}).")
     if int(got) != expected:

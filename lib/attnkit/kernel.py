@@ -40,6 +40,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .guard import reference
+
 __all__ = [
     "elu_features", "positive_features", "trig_features", "gaussian_features", "orthogonal_gaussian",
     "kernel_attention", "kernel_attention_reference", "linear", "linear_reference",
@@ -52,6 +54,7 @@ FeatureMap = Callable[[Tensor], Tensor]
 
 # ---------------------------------------------------------------- feature maps and random features
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def elu_features(x: Tensor) -> Tensor:
     """φ(x) = elu(x) + 1 > 0 (Katharopoulos et al.): ``(..., D) -> (..., D)``.
 
@@ -61,12 +64,14 @@ def elu_features(x: Tensor) -> Tensor:
     return torch.where(x > 0, x + 1, torch.exp(x.clamp(max=0)))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def positive_features(x: Tensor, w: Tensor) -> Tensor:
     """FAVOR+ positive features φ(x) = exp(Wx - |x|²/2) / sqrt(m): ``(..., D), (m, D) -> (..., m)``."""
     m = w.shape[0]
     return torch.exp(x @ w.T - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(m)  # (..., m)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def trig_features(x: Tensor, w: Tensor) -> Tensor:
     """φ(x) = sqrt(2/m) [cos(Wx), sin(Wx)] exp(|x|²/2): ``(..., D), (m/2, D) -> (..., m)``."""
     m = 2 * w.shape[0]
@@ -75,6 +80,7 @@ def trig_features(x: Tensor, w: Tensor) -> Tensor:
     return torch.cat([wx.cos(), wx.sin()], dim=-1) * norm * math.sqrt(2 / m)  # (..., m)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def orthogonal_gaussian(m: int, D: int, seed: int = 0, *, dtype=torch.float32, device=None) -> Tensor:
     """``(m, D)`` Gaussian directions, orthonormal within each block of D rows, chi(D) norms.
 
@@ -90,6 +96,7 @@ def orthogonal_gaussian(m: int, D: int, seed: int = 0, *, dtype=torch.float32, d
     return (w * norms).to(dtype=dtype, device=device)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def gaussian_features(m: int, D: int, *, orthogonal: bool = True, seed: int = 0,
                       dtype=torch.float32, device=None) -> Tensor:
     """``(m, D)`` random projection W: orthogonal blocks (:func:`orthogonal_gaussian`) or iid N(0, 1)."""
@@ -103,6 +110,7 @@ def gaussian_features(m: int, D: int, *, orthogonal: bool = True, seed: int = 0,
 
 # ---------------------------------------------------------------- the shared linear-time core
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False,
                      chunk: int = 64) -> Tensor:
     """out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j), j over all keys (or j <= i).
@@ -132,6 +140,7 @@ def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = 
     return torch.cat(outs, dim=2)  # (B, H, N, Dv)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def kernel_attention_reference(phi_q: Tensor, phi_k: Tensor, v: Tensor, *,
                                causal: bool = False) -> Tensor:
     """The dense form: A = Φ_Q Φ_Kᵀ (N×M, lower triangle if causal), out = A V / A 1 (slow, obvious)."""
@@ -151,6 +160,7 @@ def _feature_map(feature_map: str | FeatureMap) -> FeatureMap:
 
 # ---------------------------------------------------------------- linear attention (Katharopoulos)
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def linear(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
            causal: bool = False, chunk: int = 64) -> Tensor:
     """Linear attention: out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ Σ_j φ(k_j), φ = elu + 1.
@@ -164,12 +174,14 @@ def linear(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "
     return kernel_attention(phi(q), phi(k), v, causal=causal, chunk=chunk)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def linear_reference(q, k, v, *, feature_map="elu", causal=False, chunk=None):
     """Dense form of :func:`linear`: the N×M matrix φ(Q) φ(K)ᵀ, row-normalised (slow, obvious)."""
     phi = _feature_map(feature_map)
     return kernel_attention_reference(phi(q), phi(k), v, causal=causal)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def linear_recurrent(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
                      state: tuple[Tensor, Tensor] | None = None, return_state: bool = False):
     """Causal linear attention as an RNN, one token at a time (equals ``linear(causal=True)``).
@@ -199,6 +211,7 @@ def linear_recurrent(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | Feat
 
 # ---------------------------------------------------------------- efficient attention (Shen et al.)
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def efficient(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Efficient attention: out = softmax_D(Q) (softmax_M(K)ᵀ V).
 
@@ -211,6 +224,7 @@ def efficient(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return q.softmax(dim=-1) @ context  # (B, H, N, D) @ (B, H, D, Dv) -> (B, H, N, Dv)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def efficient_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Dense form of :func:`efficient`: the N×M matrix softmax_D(Q) softmax_M(K)ᵀ times V."""
     a = q.softmax(dim=-1) @ k.softmax(dim=-2).transpose(-2, -1)  # (B, H, N, M)
@@ -233,6 +247,7 @@ def _performer_setup(q, k, m, kind, orthogonal, seed, features, scale):
     return q * c, k * c, features.to(dtype=q.dtype, device=q.device)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "positive",
               orthogonal: bool = True, seed: int = 0, causal: bool = False,
               features: Tensor | None = None, scale: float | None = None, chunk: int = 64) -> Tensor:
@@ -259,6 +274,7 @@ def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "pos
     return kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def performer_reference(q, k, v, *, m=256, kind="positive", orthogonal=True, seed=0, causal=False,
                         features=None, scale=None, chunk=None):
     """Dense form of :func:`performer` (same W): the N×M matrix φ(Q) φ(K)ᵀ, row-normalised.

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .guard import reference
 from .dense import dense_attention, softmax
 
 __all__ = ["random_projection", "pooling_matrix", "linformer", "linformer_reference", "compressed",
@@ -73,6 +74,7 @@ def _projections(k: Tensor, proj_len, seed, E, F_, share_kv):
     return E.to(k.dtype), F_.to(k.dtype)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def linformer(q: Tensor, k: Tensor, v: Tensor, *, proj_len: int | None = None, seed: int = 0,
               E: Tensor | None = None, F: Tensor | None = None, share_kv: bool = False,
               scale: float | None = None) -> Tensor:
@@ -90,6 +92,7 @@ def linformer(q: Tensor, k: Tensor, v: Tensor, *, proj_len: int | None = None, s
     return dense_attention(q, k_proj, v_proj, scale=scale)  # (B, H, N, k) scores -> (B, H, N, Dv)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def linformer_reference(q, k, v, *, proj_len=None, seed=0, E=None, F=None, share_kv=False,
                         scale=None):
     """Dense form of :func:`linformer`: the N×M scores Q Kᵀ, projected to k columns by Eᵀ."""
@@ -110,6 +113,7 @@ def _pool(x: Tensor, stride: int) -> Tensor:
     return sums / counts
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def compressed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
     """Memory-compressed attention: attend to the means of each run of s keys and values.
 
@@ -123,6 +127,7 @@ def compressed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | N
     return dense_attention(q, k_pool, v_pool, scale=scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def compressed_reference(q, k, v, *, stride, scale=None):
     """Dense form of :func:`compressed`: the Linformer reference with E = F = the pooling matrix."""
     P = pooling_matrix(k.shape[-2], stride, dtype=k.dtype, device=k.device)  # (⌈M/s⌉, M)

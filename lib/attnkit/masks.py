@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .guard import reference
+
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -86,6 +88,7 @@ def _grid(N: int, M: int, B: int | None, H: int | None, device) -> tuple[Tensor,
     return b, h, q_idx.view(1, 1, N, 1), kv_idx.view(1, 1, 1, M)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def materialize(mask_mod: MaskMod, N: int, M: int | None = None, *, B: int | None = None,
                 H: int | None = None, device=None) -> Tensor:
     """Evaluate ``mask_mod`` on every (query, key) pair.
@@ -107,6 +110,7 @@ def materialize_scores(score_mod: ScoreMod, scores: Tensor) -> Tensor:
     return score_mod(scores, b, h, q_idx, kv_idx)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def causal_mask(N: int, M: int | None = None, *, device=None) -> Tensor:
     """``(N, M)`` boolean lower-triangular mask: True where key j <= query i."""
     return materialize(causal, N, M, device=device)

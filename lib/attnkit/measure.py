@@ -156,6 +156,13 @@ def _sync_for(args: Any) -> Callable[[], None]:
     return lambda: None
 
 
+def _now(_clock=time.perf_counter) -> float:
+    """The clock of every timing here, captured at import (a default argument): patching
+    ``time.perf_counter`` afterwards does not reach it, and while grading the guard refuses
+    changes to ``__defaults__`` of library functions (:mod:`attnkit.guard`)."""
+    return _clock()
+
+
 def time_call(fn: Callable, *args, **kwargs) -> float:
     """Wall time of one call in seconds (CUDA events when the inputs are on a GPU)."""
     tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -166,9 +173,9 @@ def time_call(fn: Callable, *args, **kwargs) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
+    t0 = _now()
     fn(*args, **kwargs)
-    return time.perf_counter() - t0
+    return _now() - t0
 
 
 def compare_speed(fn_a: Callable, fn_b: Callable, *args, rounds: int = 15, warmup: int = 2,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .guard import reference
 from . import flex
 from .dense import dense_attention
 from .masks import MaskMod, ScoreMod, materialize
@@ -105,6 +106,7 @@ def xl_mask(segment: int, memory: int | None = None) -> MaskMod:
 
 # ---------------------------------------------------------------- one segment, the whole sequence
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def xl_attention(q: Tensor, k: Tensor, v: Tensor, *, mem_k: Tensor | None = None,
                  mem_v: Tensor | None = None, bias: Tensor | None = None,
                  scale: float | None = None) -> Tensor:
@@ -147,6 +149,7 @@ def xl_attention(q: Tensor, k: Tensor, v: Tensor, *, mem_k: Tensor | None = None
     return dense_attention(q, k, v, mask=add, scale=scale)  # (B, H, N, Dv)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def transformer_xl(q: Tensor, k: Tensor, v: Tensor, *, segment: int, memory: int | None = None,
                    bias: Tensor | None = None, scale: float | None = None) -> Tensor:
     """Transformer-XL attention over a whole sequence, segment by segment.
@@ -182,6 +185,7 @@ def transformer_xl(q: Tensor, k: Tensor, v: Tensor, *, segment: int, memory: int
     return torch.cat(outs, dim=2)  # (B, H, N, Dv)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def transformer_xl_reference(q: Tensor, k: Tensor, v: Tensor, *, segment: int,
                              memory: int | None = None, bias: Tensor | None = None,
                              scale: float | None = None) -> Tensor:

@@ -1,0 +1,542 @@
+"""Preflight: read a student's notebook defensively and hand nbgrader a clean copy, or say why not.
+
+``sanitize(path, source_nb, dest)`` runs on every submission before it is staged for nbgrader,
+so a broken file fails here with a one-line reason (no kernel is started) and a repairable one
+is graded with a note saying what was repaired. ``source_nb`` is the student version of the
+assignment (nbgrader's ``release/<a>/<a>.ipynb``), the reference for the checks on nbgrader
+cells. What it does, in order:
+
+1. **Size.** The file size is checked before anything is read: 0 bytes, or more than
+   ``MAX_NOTEBOOK_BYTES`` (1 GiB), is refused.
+2. **Text.** UTF-8 (with or without a byte-order mark) is read as is; UTF-16/32 with a BOM is
+   decoded and noted; bytes that are not UTF-8 are decoded as Windows-1252 (else Latin-1) and
+   noted. This is safe for JSON: its structure is ASCII, which all of these keep, so only the
+   text inside strings can come out different from what the student saw.
+3. **JSON, one pass, no outputs.** ``json.loads`` with a hook that replaces every output
+   object by ``None`` as soon as it is parsed, so at most one output is in memory beside the
+   text (peak about 2x the file size; ``nbformat.read`` would hold every output, as objects,
+   and validate them). Truncated JSON, JSON that is not a notebook, a missing or wrong
+   ``nbformat`` are refused with the reason.
+4. **nbformat.** 4 is read; 3 is converted to 4 (noted); 1, 2 and anything newer than 4
+   are refused, naming the version.
+5. **Schema repairs.** Missing notebook or cell metadata is added, ``source`` given as a
+   list of lines is joined (both forms are valid), cells of an unknown type become raw cells,
+   missing cell ids are added and duplicate ones renumbered (noted), then the result must
+   pass ``nbformat.validate``. What is left after the outputs are gone must fit in
+   ``MAX_CLEAN_BYTES`` (a huge cell source is refused, naming the cell).
+6. **nbgrader cells, against the release.** Copies of an nbgrader cell (same ``grade_id``)
+   keep the one at the release's position and lose their nbgrader metadata (noted: "copied
+   grade cell 'x' ignored"); a copy of a test or helper that is unchanged becomes a raw cell
+   (the instructor's code is not run a second time as student code); metadata that does not match the release is restored; locked
+   cells (the tests, the provided helpers) that were edited or deleted are put back from the
+   release (noted; nbgrader then restores the hidden tests from the gradebook); a missing
+   answer cell is noted; a notebook holding none of the assignment's cells is refused.
+7. **Kernel.** The release's kernelspec and language are written in (nbgrader would
+   overwrite them anyway); a kernelspec of another language is noted.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+MAX_NOTEBOOK_BYTES = 2**30      # refuse a notebook file larger than this before reading it
+MAX_CLEAN_BYTES = 16 * 2**20    # the notebook without outputs (sources, metadata, attachments)
+NBFORMAT = 4
+
+_OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error", "pyout", "pyerr"}  # v4 + v3
+_CELL_KEYS = {"code": {"id", "cell_type", "metadata", "source", "outputs", "execution_count"},
+              "markdown": {"id", "cell_type", "metadata", "source", "attachments"},
+              "raw": {"id", "cell_type", "metadata", "source", "attachments"}}
+_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+
+
+class Refused(ValueError):
+    """The notebook cannot be graded; ``str(exc)`` is the one-line reason."""
+
+
+# ---------------------------------------------------------------- reading
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """The text of ``data`` and a note ('' for plain UTF-8)."""
+    for bom, codec in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), f"file was {codec.upper()} text (decoded)"
+            except UnicodeDecodeError as exc:
+                raise Refused(f"file starts with a {codec.upper()} byte-order mark but is not "
+                              f"{codec.upper()} (bad bytes at offset {exc.start})") from None
+    try:
+        return data.decode("utf-8-sig"), ""
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start:exc.start + 1].hex()
+        where = f"byte 0x{bad} at offset {exc.start}"
+    try:
+        return data.decode("cp1252"), f"file is not UTF-8 ({where}); decoded as Windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), f"file is not UTF-8 ({where}); decoded as Latin-1"
+
+
+def _drop_outputs(pairs: list[tuple[str, object]]):
+    """``object_pairs_hook``: an output object becomes None as soon as it is parsed."""
+    for key, value in pairs:
+        if key == "output_type" and isinstance(value, str) and value in _OUTPUT_TYPES:
+            return None
+    return dict(pairs)
+
+
+def check_file(path: Path) -> int:
+    """The size of the notebook file at ``path``, or ``Refused`` (not a file, empty, too big)."""
+    name = path.name
+    if path.is_symlink() or not path.is_file():
+        raise Refused(f"{name} is not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise Refused(f"{name} is an empty file (0 bytes)")
+    if size > MAX_NOTEBOOK_BYTES:
+        raise Refused(f"{name} is {size:,} bytes ({_size(size)}), over the "
+                      f"{_size(MAX_NOTEBOOK_BYTES)} limit for a notebook file (clear its "
+                      "outputs and submit again)")
+    return size
+
+
+def load(path: Path) -> tuple[dict, list[str]]:
+    """The notebook at ``path`` as a plain nbformat-4 dict without outputs, and notes.
+
+    Raises ``Refused`` with a one-line reason when it cannot be read as a notebook.
+    """
+    path = Path(path)
+    name = path.name
+    check_file(path)
+    text, note = _decode(path.read_bytes())
+    notes = [note] if note else []
+    if not text.strip():
+        raise Refused(f"not a valid notebook ({name}: the file holds only whitespace)")
+    try:
+        data = json.loads(text, object_pairs_hook=_drop_outputs)
+    except json.JSONDecodeError as exc:
+        end = len(text.rstrip())
+        del text
+        if exc.pos >= end or exc.msg.startswith("Unterminated string"):  # ran into the end
+            raise Refused(f"not a valid notebook ({name}: the JSON ends early at line "
+                          f"{exc.lineno}, column {exc.colno}: truncated file?)") from None
+        raise Refused(f"not a valid notebook ({name}: not JSON: {exc.msg} at line {exc.lineno}, "
+                      f"column {exc.colno})") from None
+    except RecursionError:
+        raise Refused(f"not a valid notebook ({name}: JSON nested too deeply)") from None
+    del text
+    return _upgrade(data, name, notes), notes
+
+
+def _upgrade(data, name: str, notes: list[str]) -> dict:
+    """Check the top level and the nbformat version; convert nbformat 3 to 4."""
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number",
+                bool: "true/false", type(None): "null"}.get(type(data), type(data).__name__)
+        raise Refused(f"not a valid notebook ({name}: valid JSON, but {kind} at the top level)")
+    version = data.get("nbformat")
+    if "cells" not in data and "worksheets" not in data:
+        keys = ", ".join(sorted(map(str, data))[:5]) or "none"
+        raise Refused(f"not a valid notebook ({name}: valid JSON, but no 'cells' (keys: {keys}))")
+    if version is None:
+        if "worksheets" in data:
+            raise Refused(f"not a valid notebook ({name}: no 'nbformat' version and old-style "
+                          "'worksheets')")
+        notes.append("no nbformat version in the file (read as 4)")
+        data["nbformat"], data["nbformat_minor"], version = NBFORMAT, 0, NBFORMAT
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Refused(f"not a valid notebook ({name}: nbformat is {version!r}, not a number)")
+    if version == 3:
+        for sheet in data.get("worksheets") or []:
+            for cell in (sheet.get("cells") or []) if isinstance(sheet, dict) else []:
+                if isinstance(cell, dict) and "outputs" in cell:
+                    cell["outputs"] = []  # the hook left None where each output was
+        try:
+            nb = nbformat.convert(nbformat.from_dict(data), NBFORMAT)
+        except Exception as exc:  # nbformat raises several kinds on a broken v3 file
+            raise Refused(f"nbformat 3 notebook {name} could not be converted to 4: "
+                          f"{_first_line(exc)}") from None
+        notes.append("converted from nbformat 3")
+        return _plain(nb)
+    if version < 3:
+        raise Refused(f"{name} is an nbformat {version} notebook, too old to grade (open it in "
+                      f"Jupyter and save it again to get nbformat {NBFORMAT})")
+    if version > NBFORMAT:
+        raise Refused(f"{name} is an nbformat {version} notebook, newer than this grader reads "
+                      f"(nbformat {NBFORMAT})")
+    return data
+
+
+def _plain(nb) -> dict:
+    """A NotebookNode as plain dicts and lists."""
+    if isinstance(nb, dict):
+        return {k: _plain(v) for k, v in nb.items()}
+    if isinstance(nb, list):
+        return [_plain(v) for v in nb]
+    return nb
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+# ---------------------------------------------------------------- schema repairs
+
+def _label(cell: dict, i: int) -> str:
+    gid = _nbgrader(cell).get("grade_id")
+    return f"'{gid}'" if isinstance(gid, str) else f"#{i + 1}"
+
+
+def _nbgrader(cell: dict) -> dict:
+    meta = cell.get("metadata")
+    value = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return "".join(value)
+    raise Refused(f"not a valid notebook ({where} is not text)")
+
+
+def repair(data: dict, name: str, notes: list[str], types: dict[str, str] | None = None) -> dict:
+    """Make an nbformat-4 dict valid where that is safe (see the module docstring, step 5).
+
+    ``types`` maps grade ids to the cell type the release has (for cells of an unknown type).
+    """
+    types = types or {}
+    if not isinstance(data.get("metadata"), dict):
+        notes.append("notebook metadata was missing (added)")
+        data["metadata"] = {}
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        raise Refused(f"not a valid notebook ({name}: 'cells' is not a list)")
+    if not cells:
+        raise Refused(f"notebook {name} has no cells")
+    retyped, missing_meta, ids_added, renumbered, used = [], 0, 0, 0, set()
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            raise Refused(f"not a valid notebook ({name}: cell #{i + 1} is not a JSON object)")
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"], missing_meta = {}, missing_meta + 1
+        ctype = cell.get("cell_type")
+        if ctype not in _CELL_KEYS:
+            gid = _nbgrader(cell).get("grade_id")
+            cell["cell_type"] = types.get(gid, "raw") if isinstance(gid, str) else "raw"
+            retyped.append(f"{_label(cell, i)} ({ctype!r} -> {cell['cell_type']})")
+        cell["source"] = _text(cell.get("source", ""), f"{name}: the source of cell {_label(cell, i)}")
+        _set_type(cell, cell["cell_type"])
+        cid = cell.get("id")
+        if not (isinstance(cid, str) and _ID_RE.match(cid)):
+            cid, ids_added = f"cell-{i + 1}", ids_added + 1
+        elif cid in used:
+            cid, renumbered = f"{cid[:50]}-copy-{i + 1}", renumbered + 1
+        while cid in used:
+            cid += "x"
+        used.add(cid)
+        cell["id"] = cid
+    data["nbformat"], data["nbformat_minor"] = NBFORMAT, nbformat.v4.nbformat_minor
+    if missing_meta:
+        notes.append(f"{missing_meta} cell(s) had no metadata (added)")
+    if retyped:
+        notes.append("cells of an unknown type: " + ", ".join(retyped))
+    if renumbered:
+        notes.append(f"duplicate cell ids renumbered ({renumbered} cell(s), e.g. from copied cells)")
+    return data
+
+
+def _set_type(cell: dict, ctype: str) -> None:
+    """Give ``cell`` type ``ctype`` and exactly the keys that type allows (no outputs)."""
+    cell["cell_type"] = ctype
+    for key in list(cell):
+        if key not in _CELL_KEYS[ctype]:
+            del cell[key]
+    if ctype == "code":
+        cell["outputs"], cell["execution_count"] = [], None
+    elif not isinstance(cell.get("attachments", {}), dict):
+        del cell["attachments"]
+
+
+def _check_size(nb: dict, name: str) -> None:
+    sizes = [len(json.dumps(c)) for c in nb["cells"]]
+    total = sum(sizes) + len(json.dumps(nb["metadata"]))
+    if total > MAX_CLEAN_BYTES:
+        i = max(range(len(sizes)), key=sizes.__getitem__)
+        raise Refused(f"{name} holds {_size(total)} besides outputs (limit "
+                      f"{_size(MAX_CLEAN_BYTES)}); cell {_label(nb['cells'][i], i)} alone is "
+                      f"{_size(sizes[i])}")
+
+
+# ---------------------------------------------------------------- nbgrader cells
+
+def _kind(meta: dict) -> str:
+    if meta.get("grade") and not meta.get("solution"):
+        return "grade cell"
+    if meta.get("solution"):
+        return "answer cell"
+    return "locked cell"
+
+
+def _names(ids: list[str]) -> str:
+    return ", ".join(f"'{g}'" for g in ids)
+
+
+def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> dict:
+    """Duplicated, edited, deleted and foreign nbgrader cells, against the release (step 6)."""
+    ref = [(c.metadata["nbgrader"]["grade_id"], c) for c in release.cells
+           if c.metadata.get("nbgrader", {}).get("grade_id")]
+    order = {gid: i for i, (gid, _) in enumerate(ref)}
+    ref_cells = dict(ref)
+    cells = nb["cells"]
+    by_id: dict[str, list[int]] = {}
+    foreign = []
+    for i, cell in enumerate(cells):
+        meta = cell["metadata"].get("nbgrader")
+        if meta is None:
+            continue
+        gid = meta.get("grade_id") if isinstance(meta, dict) else None
+        if gid in order:
+            by_id.setdefault(gid, []).append(i)
+        else:
+            del cell["metadata"]["nbgrader"]
+            if isinstance(gid, str) and gid:
+                foreign.append(gid)
+            elif isinstance(meta, dict) and (meta.get("grade") or meta.get("solution")):
+                foreign.append(f"#{i + 1}")
+    if not by_id:
+        raise Refused("none of the assignment's answer or test cells is in this notebook "
+                      "(is it the notebook of another assignment?)")
+    if foreign:
+        notes.append(f"nbgrader cells not in the assignment treated as ordinary cells: "
+                     f"{_names(foreign)}")
+    copies: dict[str, list[str]] = {}
+    for gid, places in by_id.items():
+        if len(places) > 1:
+            k = next(j for j, c in enumerate(release.cells)
+                     if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+            anchor = _after(cells, release.cells, k)
+            keep = min(places, key=lambda i: _misplacement(cells, i, gid, order, ref_cells, anchor))
+            for i in places:
+                if i != keep:
+                    del cells[i]["metadata"]["nbgrader"]
+                    kind = _kind(ref_cells[gid].metadata.nbgrader)
+                    if kind != "answer cell" and cells[i]["source"] == ref_cells[gid].source:
+                        _set_type(cells[i], "raw")  # an unchanged copy of a test: not run twice
+                    copies.setdefault(kind, []).append(gid)
+            by_id[gid] = [keep]
+    for kind, ids in copies.items():
+        notes.append(f"copied {kind} {_names(ids)} ignored" if len(ids) == 1 else
+                     f"copied {kind}s {_names(ids)} ignored")
+    edited, retyped, meta_changed = [], [], []
+    for gid, (i,) in by_id.items():
+        cell, want = cells[i], ref_cells[gid]
+        meta = want.metadata.nbgrader
+        if cell["metadata"]["nbgrader"] != meta:
+            meta_changed.append(gid)
+            cell["metadata"]["nbgrader"] = copy.deepcopy(dict(meta))
+        if cell["cell_type"] != want.cell_type:
+            _set_type(cell, want.cell_type)
+            (retyped if meta.get("solution") else edited).append(gid)
+        if not meta.get("solution") and cell["source"] != want.source:
+            cell["source"] = want.source
+            if gid not in edited:
+                edited.append(gid)
+    if meta_changed:
+        notes.append(f"nbgrader metadata of {_names(meta_changed)} did not match the "
+                     "assignment (restored)")
+    _note_restored(notes, "edited", edited, ref_cells)
+    for gid in retyped:
+        notes.append(f"answer cell '{gid}' was changed to another cell type; graded as "
+                     f"{ref_cells[gid].cell_type}")
+    deleted, missing = _restore_deleted(cells, release.cells, by_id)
+    _note_restored(notes, "deleted", deleted, ref_cells)
+    if missing:
+        notes.append(("answer cell " if len(missing) == 1 else "answer cells ")
+                     + _names(missing) + " missing (deleted, or its nbgrader metadata removed)")
+    return nb
+
+
+def _note_restored(notes: list[str], how: str, ids: list[str], ref_cells) -> None:
+    for kind in ("grade cell", "locked cell"):
+        these = [g for g in ids if _kind(ref_cells[g].metadata.nbgrader) == kind]
+        if len(these) == 1:
+            notes.append(f"{kind} '{these[0]}' was {how} by the student; the original was restored")
+        elif these:
+            notes.append(f"{kind}s {_names(these)} were {how} by the student; the originals "
+                         "were restored")
+
+
+def _misplacement(cells: list[dict], i: int, gid: str, order: dict, ref_cells,
+                  anchor: int) -> tuple:
+    """How far a copy of ``gid`` at index ``i`` is from where the release has it (smaller: keep).
+
+    First: how many nbgrader cells around it are out of the release's order around ``gid``;
+    then how far it is from ``anchor`` (just after the cell the release has before it); then
+    whether its source differs from the release's; then the index (the first wins ties).
+    """
+    source_differs = cells[i]["source"] != ref_cells[gid].source
+    before = {_nbgrader(c).get("grade_id") for c in cells[:i]}
+    after = {_nbgrader(c).get("grade_id") for c in cells[i + 1:]}
+    wrong = sum(1 for g in before if g in order and order[g] > order[gid]) + \
+        sum(1 for g in after if g in order and order[g] < order[gid])
+    return (wrong, abs(i - anchor), source_differs, i)
+
+
+def _restore_deleted(cells: list[dict], release_cells, by_id) -> tuple[list[str], list[str]]:
+    """Put back deleted locked cells where the release has them; list missing answer cells."""
+    deleted, missing = [], []
+    for k, want in enumerate(release_cells):
+        gid = want.metadata.get("nbgrader", {}).get("grade_id")
+        if not gid or gid in by_id:
+            continue
+        if want.metadata.nbgrader.get("solution"):
+            missing.append(gid)
+            continue
+        where = _after(cells, release_cells, k)
+        cell = json.loads(json.dumps(want))
+        cell["id"] = _free_id(cells, cell.get("id") or gid)
+        _set_type(cell, cell["cell_type"])
+        cells.insert(where, cell)
+        by_id[gid] = (where,)
+        deleted.append(gid)
+    return deleted, missing
+
+
+def _after(cells: list[dict], release_cells, k: int) -> int:
+    """Where release cell ``k`` goes: after the nearest earlier release cell the notebook has
+    (an nbgrader cell by its grade id, another cell by its type and text), else first."""
+    for j in range(k - 1, -1, -1):
+        want = release_cells[j]
+        gid = want.metadata.get("nbgrader", {}).get("grade_id")
+        for i, cell in enumerate(cells):
+            if (_nbgrader(cell).get("grade_id") == gid if gid else
+                    (cell["cell_type"] == want.cell_type and cell["source"] == want.source
+                     and not _nbgrader(cell))):
+                return i + 1
+    return 0
+
+
+def _free_id(cells: list[dict], cid: str) -> str:
+    used = {c.get("id") for c in cells}
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", cid)[:50] or "restored"
+    cid, n = base, 1
+    while cid in used:
+        cid, n = f"{base}-{n}", n + 1
+    return cid
+
+
+def _kernel(nb: dict, release, notes: list[str]) -> None:
+    want = release.metadata.get("kernelspec")
+    if not want:
+        return
+    have = nb["metadata"].get("kernelspec")
+    lang = have.get("language") if isinstance(have, dict) else None
+    wanted = want.get("language", "python")
+    if isinstance(have, dict) and lang and str(lang).lower() != wanted:
+        notes.append(f"kernelspec was {have.get('name', '?')!r} ({lang}); graded with "
+                     f"{want.get('display_name', want.get('name'))}")
+    nb["metadata"]["kernelspec"] = copy.deepcopy(dict(want))
+    if "language_info" in release.metadata:
+        nb["metadata"]["language_info"] = copy.deepcopy(dict(release.metadata["language_info"]))
+
+
+# ---------------------------------------------------------------- the reference and the whole preflight
+
+def release_reference(root: Path, assignment: str) -> nbformat.NotebookNode:
+    """The student version of ``assignment`` in the nbgrader course at ``root``.
+
+    ``release/<a>/<a>.ipynb`` where ``generate_assignment`` wrote it; otherwise (a staging
+    area that holds only ``source/`` and the gradebook) made from ``source/<a>/<a>.ipynb`` by
+    nbgrader's own preprocessors in ``generate_assignment``'s order, with the course's config
+    (same cells, sources and checksums; a test holds the two equal).
+    """
+    released = Path(root) / "release" / assignment / f"{assignment}.ipynb"
+    if released.is_file():
+        return nbformat.read(str(released), as_version=NBFORMAT)
+    from nbgrader.preprocessors import (ClearHiddenTests, ClearMarkScheme, ClearOutput,
+                                        ClearSolutions, ComputeChecksums, LockCells)
+
+    from .config import load_config
+
+    config = load_config(Path(root))
+    nb = nbformat.read(str(Path(root) / "source" / assignment / f"{assignment}.ipynb"),
+                       as_version=NBFORMAT)
+    resources = {"nbgrader": {"notebook": assignment, "assignment": assignment}}
+    for step in (LockCells, ClearSolutions, ClearOutput, ComputeChecksums, ClearHiddenTests,
+                 ClearMarkScheme, ComputeChecksums):
+        nb, resources = step(config=config).preprocess(nb, resources)
+    return nb
+
+
+def read_timestamp(folder: Path) -> tuple[str | None, str]:
+    """nbgrader's ``timestamp.txt`` beside a submission: (its text or None, a note).
+
+    Only a small regular file that nbgrader can parse is used; anything else is ignored
+    (noted), since nbgrader would fail the whole autograde on it.
+    """
+    path = Path(folder) / "timestamp.txt"
+    if not path.exists() and not path.is_symlink():
+        return None, ""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 200:
+        return None, "timestamp.txt ignored (not a small regular file)"
+    try:
+        from nbgrader.utils import parse_utc
+
+        text = path.read_text(encoding="utf-8").strip()
+        parse_utc(text)
+    except Exception:  # dateutil raises several kinds on garbage
+        return None, "timestamp.txt ignored (not a date and time)"
+    return text, ""
+
+
+def sanitize(path: Path, source_nb, dest: Path | None = None) -> tuple[Path | None, list[str]]:
+    """Check and repair ``path`` against the released notebook ``source_nb``; write the result.
+
+    Returns ``(dest, notes)`` with the clean notebook written at ``dest`` (a temporary file
+    when not given) and what was repaired, or ``(None, [reason, *notes])`` when the notebook
+    cannot be graded. ``source_nb`` is a NotebookNode or a path to one.
+    """
+    path = Path(path)
+    if not isinstance(source_nb, nbformat.NotebookNode):
+        source_nb = nbformat.read(str(source_nb), as_version=NBFORMAT)
+    notes: list[str] = []
+    try:
+        data, notes = load(path)
+        types = {c.metadata.nbgrader["grade_id"]: c.cell_type for c in source_nb.cells
+                 if c.metadata.get("nbgrader", {}).get("grade_id")}
+        data = repair(data, path.name, notes, types)
+        _check_size(data, path.name)
+        data = check_nbgrader_cells(data, source_nb, notes)
+        _kernel(data, source_nb, notes)
+        nb = nbformat.from_dict(data)
+        try:
+            nbformat.validate(nb)
+        except nbformat.ValidationError as exc:
+            raise Refused(f"not a valid notebook ({path.name}: does not match the notebook "
+                          f"schema: {_first_line(exc)})") from None
+    except Refused as exc:
+        return None, [str(exc), *notes]
+    if dest is None:
+        handle, name = tempfile.mkstemp(suffix=".ipynb", prefix="attnkit-preflight-")
+        dest = Path(name)
+        os.close(handle)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(dest))
+    return Path(dest), notes

@@ -1,0 +1,108 @@
+"""The in-kernel guard (``attnkit.guard``) and its grader side (``autograder.protect``), tested by
+executing notebooks with nbclient: prepare -> execute -> finish (``protect.run_guarded``).
+
+A grade cell "passes" as nbgrader scores it: no error output and nothing on stderr.
+"""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from autograder.notebooks import read_source, solution_source
+from autograder.protect import FLAGS_FILE, finish, prepare, run_guarded, scan
+from tests.hostile import build as hostile
+
+pytestmark = pytest.mark.slow
+A1 = "a1_attention_basics"
+
+
+def _score(nb) -> tuple[float, dict[str, bool]]:
+    passed = {}
+    total = 0.0
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade"):
+            continue
+        ok = not any(o.get("output_type") == "error" or (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                     for o in cell.outputs)
+        passed[meta["grade_id"]] = ok
+        total += meta.get("points", 0) if ok else 0
+    return total, passed
+
+
+def _cell(source: str, grade_id: str | None = None, points: int = 1, locked: bool = False):
+    cell = nbformat.v4.new_code_cell(source)
+    if grade_id:
+        cell.metadata["nbgrader"] = {"grade": bool(points), "grade_id": grade_id, "locked": True,
+                                     "points": points, "schema_version": 3, "solution": False, "task": False}
+    return cell
+
+
+def test_honest_a1_passes_unflagged(tmp_path):
+    nb, res = run_guarded(read_source(solution_source(A1)), tmp_path, name=A1, timeout=300)
+    score, passed = _score(nb)
+    assert all(passed.values()), passed
+    assert score == 12
+    assert res["attnkit_flags"] == []
+    assert json.loads((tmp_path / FLAGS_FILE).read_text()) == {"flags": []}
+    assert not any("attnkit_guard" in c.metadata for c in nb.cells), "finish must remove its cells"
+
+
+GUARD_LEVEL = ["transformer", "patch_checks", "always_equal", "read_hidden", "gradebook", "reference",
+               "fork_bomb", "kill_kernel"]
+
+
+@pytest.mark.parametrize("student", GUARD_LEVEL)
+def test_hostile_a1_scores_its_honest_content(student, tmp_path):
+    """Without the sandbox and the executor: the guard and the exact-type checks alone."""
+    nb, res = run_guarded(hostile.build(student), tmp_path, name=A1, timeout=60)
+    score, passed = _score(nb)
+    expected, flag = hostile.EXPECTED[student]
+    assert score == expected, (passed, res["attnkit_flags"])
+    assert any(flag in f for f in res["attnkit_flags"]), res["attnkit_flags"]
+
+
+def test_clock_cannot_be_patched(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell("import time, attnkit.measure as m", "setup", points=0, locked=True),
+        _cell("time.perf_counter = lambda: 0.0\nm.time = None"),
+        _cell("try:\n    m._now.__defaults__ = (lambda: 0.0,)\nexcept PermissionError as e:\n    print('refused')"),
+        _cell("assert m.time_call(time.sleep, 0.05) >= 0.04, 'the clock was patched'", "test_clock"),
+    ]
+    nb, res = run_guarded(nb, tmp_path, timeout=60)
+    assert _score(nb)[1] == {"test_clock": True}
+    assert "refused" in nb.cells[2].outputs[0]["text"]
+    flags = " | ".join(res["attnkit_flags"])
+    assert "time.perf_counter" in flags and "attnkit.measure.time" in flags and "__defaults__" in flags
+
+
+def test_grade_cell_without_completion_record_scores_zero(tmp_path):
+    """finish fails a grade cell that shows no error but has no valid record (e.g. a forged one)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_cell("x = 1", "test_x")]
+    res = {"metadata": {"path": str(tmp_path)}}
+    prepare(nb, res)
+    grade = nb.cells[1]
+    grade.execution_count = 2
+    grade.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.attnkit.guard+json": {"kind": "grade", "grade_id": "test_x", "ok": True, "mac": "0" * 64}})]
+    finish(nb, res)
+    assert _score(nb)[1] == {"test_x": False}
+    assert any("'test_x' did not run to its end" in f for f in res["attnkit_flags"])
+    assert any("final report is missing" in f for f in res["attnkit_flags"])
+
+
+def test_static_scan_names_what_it_saw():
+    flags = scan([(3, "import gc, ctypes\nget_ipython().input_transformers_post.append(f)\n"
+                      "torch.testing.assert_close = f\nx = In[2]\nf.__closure__\nos.kill(1, 9)\n"
+                      "open('/etc/passwd')\nexec('1')\n")])
+    text = " | ".join(flags)
+    for what in ("imports gc", "imports ctypes", "IPython shell access", "input_transformers_post",
+                 "assigns torch.testing.assert_close", "history (In)", ".__closure__", ".kill",
+                 "opens files", "exec()"):
+        assert what in text, (what, text)
+    assert all(f.endswith("(cell 3)") for f in flags)
+    assert scan([(1, "def attention(q, k, v):\n    return (q @ k.mT).softmax(-1) @ v\n")]) == []

@@ -1,0 +1,67 @@
+"""Hostile submissions graded in ONE ``attnkit grade`` run (``autograder.pipeline.grade``) with the
+honest a1 samples: each attack scores exactly what its honest content earns and is flagged
+with the reason, and the honest students' grades do not change (12 / 0 / 7 / 5).
+
+The notebooks are built by ``tests/hostile/build.py`` (committed; a test checks they are what
+the recipes produce). This needs the sandbox (bubblewrap) and the resilient executor; the
+guard-level attacks are also tested without them in ``test_guard.py``.
+"""
+from __future__ import annotations
+
+import shutil
+
+import nbformat
+import pytest
+
+from autograder.pipeline import grade
+from autograder.protect import read_flags
+from autograder.samples import EXPECTED as SAMPLE_EXPECTED
+from autograder.samples import SAMPLES_DIR
+from autograder.sandbox import probe
+from tests.hostile import build as hostile
+
+pytestmark = pytest.mark.slow
+A1 = hostile.A1
+
+
+def test_committed_hostile_notebooks_match_their_recipes():
+    for student in hostile.ATTACKS:
+        committed = nbformat.read(str(hostile.path(student)), as_version=4)
+        built = hostile.build(student)
+        assert [c.source for c in committed.cells] == [c.source for c in built.cells], student
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    reason = probe()
+    assert not reason, f"the sandbox cannot start here: {reason}"
+    subs = tmp_path_factory.mktemp("subs")
+    for student_dir in (SAMPLES_DIR / A1).iterdir():
+        if student_dir.name in SAMPLE_EXPECTED[A1]:
+            shutil.copytree(student_dir, subs / student_dir.name)
+    for student in hostile.ATTACKS:
+        shutil.copytree(hostile.path(student).parent, subs / student)
+    out = tmp_path_factory.mktemp("out")
+    return grade(A1, subs, out, timeout=20, echo=lambda *_: None)
+
+
+def test_honest_students_unchanged(run):
+    scores = {r.student: r.score for r in run.results}
+    for student, expected in SAMPLE_EXPECTED[A1].items():
+        assert scores[student] == expected, (student, scores[student])
+        result = next(r for r in run.results if r.student == student)
+        assert not result.flags, (student, result.flags)
+
+
+@pytest.mark.parametrize("student", list(hostile.ATTACKS))
+def test_attack_scores_its_honest_content_and_is_flagged(run, student):
+    result = next(r for r in run.results if r.student == student)
+    score, flag = hostile.EXPECTED[student]
+    assert result.status == "graded", result.line()
+    assert result.score == score, result.line()
+    sidecar = read_flags(run.out / "course" / "autograded" / student / A1)
+    assert any(flag in f for f in sidecar), sidecar
+    assert any(flag in f for f in result.flags), result.line()
+    assert "FLAGGED" in result.line()
+    report = (run.out / "report.md").read_text()
+    assert student in report and flag in report

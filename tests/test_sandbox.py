@@ -1,0 +1,168 @@
+"""The grading sandbox (autograder/sandbox.py), checked from inside a real sandboxed kernel.
+
+One kernel runs a notebook of probes (no network, no view of the repository's solutions, the
+gradebook, other students or /work/shared, a writable scratch folder and nothing else
+writable, limits on memory, file size and processes, interrupts that still work, attnkit
+importable); each probe prints one word that the test checks, next to a control run outside
+the sandbox where that matters. Then ``probe()`` and an end-to-end grading of the a1 samples.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from traitlets.config import Config
+
+from autograder import sandbox
+from autograder.notebooks import ROOT
+
+pytestmark = pytest.mark.slow
+
+A1 = "a1_attention_basics"
+SAMPLES = ROOT / "autograder" / "samples" / A1
+
+
+def _uids_alive(uid: int) -> list[int]:
+    """PIDs of processes whose real uid is ``uid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path("/proc", entry, "status").read_text()
+            except OSError:
+                continue
+            line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+            if int(line.split()[1]) == uid:
+                pids.append(int(entry))
+    return pids
+
+
+def _run(cells: list[str], scratch: Path, *, timeouts: dict[int, int] | None = None, **limits):
+    """Execute ``cells`` in one sandboxed kernel with cwd ``scratch``; (notebook, kernel uid)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    config = Config({"SandboxKernelManager": limits})
+    timeouts = timeouts or {}
+    client = NotebookClient(
+        nb, kernel_name="python3", kernel_manager_class=sandbox.SandboxKernelManager,
+        config=config, interrupt_on_timeout=True, allow_errors=True, iopub_timeout=10,
+        timeout_func=lambda cell: timeouts.get(nb.cells.index(cell), 120),
+        resources={"metadata": {"path": str(scratch)}})
+    uids = []
+    client.on_notebook_start = lambda notebook: uids.append(client.km.uid)
+    client.execute()
+    return nb, uids[0]
+
+
+def _text(cell) -> str:
+    out = []
+    for o in cell.outputs:
+        out.append(o.get("text") or f"{o.get('ename')}: {o.get('evalue')}")
+    return "".join(out).strip()
+
+
+def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
+    course = tmp_path / "course"
+    scratch = course / "autograded" / "alice" / A1
+    scratch.mkdir(parents=True)
+    (scratch / f"{A1}.ipynb").write_text('{"hidden": "tests"}')  # the autograded copy: masked
+    (scratch / "data.txt").write_text("alice's file")
+    other = course / "autograded" / "bob" / A1
+    other.mkdir(parents=True)
+    (other / "answer.txt").write_text("bob's")
+    gradebook = course / "gradebook.db"
+    gradebook.write_text("grades")
+    hidden = [ROOT / "solutions", gradebook, other, Path("/work/shared"), ROOT / "autograder",
+              Path.home() / ".cache"]
+    monkeypatch.setenv("ATTNKIT_TEST_SECRET", "s3cret")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()  # control: it listens
+    checks = [
+        "import os\nprint('uid', os.getuid(), 'caps', open('/proc/self/status').read().split('CapEff:')[1].split()[0])",
+        f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n    print('connected')\n"
+        "except OSError:\n    print('blocked')",
+        f"print([os.path.exists(p) for p in {[str(p) for p in hidden]!r}])",
+        "print(os.getcwd(), sorted(os.listdir('.')), open('data.txt').read(), "
+        f"repr(open('{A1}.ipynb').read()))",
+        "open('result.txt', 'w').write('written inside')\nprint('wrote')",
+        "import attnkit\nbad = []\n"
+        f"for p in ['{ROOT / 'lib' / 'attnkit' / 'x.py'}', '/usr/x', '/etc/x', '{course / 'x'}', '/x']:\n"
+        "    try:\n        open(p, 'w')\n        bad.append(p)\n    except OSError:\n        pass\n"
+        "open('/tmp/private', 'w').write('ok')\nprint('unwritable', bad)",
+        "print('secret' if 'ATTNKIT_TEST_SECRET' in os.environ else 'clean', sorted(os.environ)[:3])",
+        "try:\n    b = bytearray(6 << 30)\n    print('allocated')\nexcept MemoryError:\n    print('MemoryError')",
+        "try:\n    open('big.bin', 'wb').write(b'x' * (2 << 20))\n    print('wrote big')\n"
+        "except OSError as e:\n    print('EFBIG' if e.errno == 27 else e)",
+        "import torch\nfrom attnkit import dense_attention\nq = torch.randn(1, 2, 64, 16)\n"
+        "print('attnkit', tuple(dense_attention(q, q, q).shape), (torch.randn(256, 256) @ torch.randn(256, 256)).shape[0])",
+        "import time\nt = time.time()\ntry:\n    time.sleep(100)\nexcept KeyboardInterrupt:\n"
+        "    print('interrupted after', round(time.time() - t))",
+        "import time\nn = 0\nt = time.time()\nwhile time.time() - t < 3:\n    try:\n"
+        "        if os.fork() == 0:\n            time.sleep(600)\n            os._exit(0)\n        n += 1\n"
+        "    except OSError:\n        pass\nprint('forked', n)",
+        "print('alive after', sum(1 for _ in range(10)))",  # no new threads: the bomb holds them
+    ]
+    nb, uid = _run(checks, scratch, timeouts={10: 3}, file_size=1 << 20, processes=64)
+    out = [_text(c) for c in nb.cells]
+    server.close()
+    assert out[0] == f"uid {uid} caps 0000000000000000" and uid >= sandbox.UID_BASE, out[0]
+    assert out[1] == "blocked", out[1]
+    assert all(p.exists() for p in hidden)  # they exist outside ...
+    assert out[2] == str([False] * len(hidden)), out[2]  # ... and not inside
+    assert out[3] == f"{scratch} ['{A1}.ipynb', 'data.txt'] alice's file ''", out[3]
+    assert out[4] == "wrote" and (scratch / "result.txt").read_text() == "written inside"
+    assert out[5] == "unwritable []", out[5]
+    assert not (tmp_path / "private").exists() and not Path("/tmp/private").exists()
+    assert out[6].startswith("clean"), out[6]
+    assert out[7] == "MemoryError", out[7]
+    assert out[8] == "EFBIG", out[8]
+    assert out[9] == "attnkit (1, 2, 64, 16) 256", out[9]
+    assert out[10].startswith("interrupted after"), out[10]
+    assert int(out[10].split()[-1]) <= 5, out[10]
+    assert out[11].startswith("forked "), out[11]
+    assert 0 < int(out[11].split()[1]) < 64, out[11]  # bounded by processes=64 (threads count too)
+    assert out[12] == "alive after 10", out[12]
+    deadline = time.monotonic() + 10  # the forked children die with the kernel
+    while _uids_alive(uid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _uids_alive(uid) == []
+    assert (scratch / "result.txt").stat().st_uid == os.getuid()  # given back to the grader
+    assert (scratch / f"{A1}.ipynb").read_text() == '{"hidden": "tests"}'
+
+
+def test_kernel_cpu_time_limit_kills_it(tmp_path):
+    from nbclient.exceptions import DeadKernelError
+
+    with pytest.raises(DeadKernelError):
+        _run(["while True:\n    pass"], tmp_path, cpu_time=5)
+
+
+def test_probe(monkeypatch):
+    assert sandbox.probe() is None
+    monkeypatch.setenv("ATTNKIT_BWRAP", str(Path("/nonexistent/bwrap")))
+    assert "bubblewrap (/nonexistent/bwrap) was not found" in sandbox.probe()
+    monkeypatch.setenv("ATTNKIT_BWRAP", shutil.which("false"))
+    assert sandbox.probe().startswith("the sandbox did not start (exit 1)")
+
+
+def test_grading_the_a1_samples_in_the_sandbox(tmp_path):
+    from autograder.pipeline import grade
+
+    subs = tmp_path / "subs"
+    for student in ("full", "blank", "partial", "crash_early"):
+        shutil.copytree(SAMPLES / student, subs / student)
+    run = grade(A1, subs, tmp_path / "out", echo=lambda line: None)
+    scores = {r.student: r.score for r in run.results}
+    assert scores == {"full": 12, "blank": 0, "partial": 7, "crash_early": 5}, \
+        {r.student: (r.score, r.notes) for r in run.results}
+    config = (tmp_path / "out" / "course" / "nbgrader_config.py").read_text()
+    assert "autograder.sandbox.SandboxKernelManager" in config
