@@ -76,7 +76,7 @@ class ResilientExecute(Execute):
     max_restarts = Integer(
         3, help="kernel restarts before the remaining cells are given up").tag(config=True)
     iopub_timeout = Integer(
-        30, help="seconds to wait for a cell's last output after its reply; past that after a "
+        15, help="seconds to wait for a cell's last output after its reply; past that after a "
         "timeout, the kernel ignored the interrupt").tag(config=True)
     sidecar = Unicode(
         SIDECAR, help="record file beside the autograded notebook").tag(config=True)

@@ -4,6 +4,7 @@ release zero on every grade cell; the committed student notebooks and samples ar
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -62,10 +63,17 @@ def test_grading_the_samples(name, tmp_path):
     feedback = (out / "feedback" / "full" / f"{name}.html").read_text(encoding="utf-8")
     assert "BEGIN HIDDEN TESTS" not in feedback and "lines of hidden tests" in feedback, \
         "the feedback shows the hidden tests"
+    # graded in the bubblewrap sandbox (the default), with the guard and the resilient executor
+    assert "autograder.sandbox.SandboxKernelManager" in (out / "course" / "nbgrader_config.py").read_text()
+    ran = json.loads((out / "course" / "autograded" / "full" / name / ".attnkit-execution.json").read_text())
+    assert ran[name]["sandboxed"] is True and ran[name]["restarts"] == 0, ran
     autograded = (out / "course" / "autograded" / "full" / name / f"{name}.ipynb").read_text(encoding="utf-8")
     assert "BEGIN HIDDEN TESTS" in autograded, "the instructor's autograded copy lost its hidden tests"
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "crash_early" in report and "ModuleNotFoundError" in report, "the report does not explain the crash"
+    if "hostile" in EXPECTED[name]:  # the demo's cheating student is flagged, with the reason
+        flagged = report.split("## Flagged for review", 1)[-1].split("## Grade cells", 1)[0]
+        assert "**hostile**" in flagged and "patched attnkit.grading" in flagged, flagged
 
     # A second run on the same folder is safe: same grades, no duplicates.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)

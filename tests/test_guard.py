@@ -50,8 +50,9 @@ def test_honest_a1_passes_unflagged(tmp_path):
     assert not any("attnkit_guard" in c.metadata for c in nb.cells), "finish must remove its cells"
 
 
-GUARD_LEVEL = ["transformer", "patch_checks", "always_equal", "read_hidden", "gradebook", "reference",
-               "fork_bomb", "kill_kernel"]
+# The guard alone (no sandbox, no executor) on three attacks only it can stop; test_hostile.py
+# grades every attack through all the layers.
+GUARD_LEVEL = ["transformer", "patch_checks", "reference"]
 
 
 @pytest.mark.parametrize("student", GUARD_LEVEL)

@@ -1,6 +1,6 @@
 """Hostile submissions graded in ONE ``attnkit grade`` run (``autograder.pipeline.grade``) with the
 honest a1 samples: each attack scores exactly what its honest content earns and is flagged
-with the reason, and the honest students' grades do not change (12 / 0 / 7 / 5).
+with the reason, and the honest students' grades do not change (12 / 7 / 5).
 
 The notebooks are built by ``tests/hostile/build.py`` (committed; a test checks they are what
 the recipes produce). This needs the sandbox (bubblewrap) and the resilient executor; the
@@ -22,6 +22,8 @@ from tests.hostile import build as hostile
 
 pytestmark = pytest.mark.slow
 A1 = hostile.A1
+# The honest a1 samples graded alongside (the demo's own "hostile" sample is not honest).
+HONEST = ("full", "partial", "crash_early")
 
 
 def test_committed_hostile_notebooks_match_their_recipes():
@@ -36,18 +38,19 @@ def run(tmp_path_factory):
     reason = probe()
     assert not reason, f"the sandbox cannot start here: {reason}"
     subs = tmp_path_factory.mktemp("subs")
-    for student_dir in (SAMPLES_DIR / A1).iterdir():
-        if student_dir.name in SAMPLE_EXPECTED[A1]:
-            shutil.copytree(student_dir, subs / student_dir.name)
+    for student in HONEST:
+        shutil.copytree(SAMPLES_DIR / A1 / student, subs / student)
     for student in hostile.ATTACKS:
         shutil.copytree(hostile.path(student).parent, subs / student)
     out = tmp_path_factory.mktemp("out")
-    return grade(A1, subs, out, timeout=20, echo=lambda *_: None)
+    # two workers: the attacks also meet the parallel path (and the run takes half the time)
+    return grade(A1, subs, out, timeout=20, workers=2, echo=lambda *_: None)
 
 
 def test_honest_students_unchanged(run):
     scores = {r.student: r.score for r in run.results}
-    for student, expected in SAMPLE_EXPECTED[A1].items():
+    for student in HONEST:
+        expected = SAMPLE_EXPECTED[A1][student]
         assert scores[student] == expected, (student, scores[student])
         result = next(r for r in run.results if r.student == student)
         assert not result.flags, (student, result.flags)

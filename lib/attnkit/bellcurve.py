@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from . import flex
 from .banded import Part, attend, merge
 from .dense import dense_attention
+from .guard import reference
 
 __all__ = [
     "SQRT_2PI", "SEED_WINDOWS", "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve",
@@ -87,12 +88,14 @@ def _sigma_grid(sigma, B: int, H: int, N: int, *, device=None) -> Tensor:
     return sigma.unsqueeze(1) if sigma.dim() == 2 else sigma
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bell_log_curve(d: Tensor, sigma: Tensor, normalised: bool = False) -> Tensor:
     """log U for offsets d = i - j: -½ (d/σ)², minus log(σ·sqrt(2π)) when ``normalised``."""
     out = -0.5 * (d / sigma) ** 2
     return out - torch.log(sigma * SQRT_2PI) if normalised else out
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None,
                    global_tokens: int = 0, B: int = 1, H: int = 1, N: int = 1, device=None):
     """The bell-curve window as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``.
@@ -123,6 +126,7 @@ def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None
     return score_mod
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = None,
               global_tokens: int = 0, B: int = 1, H: int = 1, dtype=torch.float64,
               device=None) -> Tensor:
@@ -216,6 +220,7 @@ def _scale(q: Tensor, scale: float | None) -> float:
 
 # ---------------------------------------------------------------- the bell-curve window
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
               window: int | None = None, global_tokens: int = 0,
               scale: float | None = None) -> Tensor:
@@ -260,6 +265,7 @@ def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = Fals
     return _with_globals(q, k, v, part, g, sc)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bellcurve_reference(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
                         window: int | None = None, global_tokens: int = 0,
                         scale: float | None = None) -> Tensor:
@@ -270,6 +276,7 @@ def bellcurve_reference(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: b
     return dense_attention(q, k, v, mask=bias, scale=scale)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def bell_weights_attention(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
                            window: int | None = None, global_tokens: int = 0,
                            renormalise: bool = True, scale: float | None = None) -> Tensor:
@@ -332,6 +339,7 @@ class SigmaPredictor(nn.Module):
         x = sigma_init - sigma_min  # softplus⁻¹(x) = x + log(1 - exp(-x))
         nn.init.constant_(self.U_d.bias, x + math.log(-math.expm1(-x)))
 
+    @reference  # refuses student callers while grading (attnkit.guard)
     def forward(self, x: Tensor) -> Tensor:
         z = self.U_d(torch.tanh(self.W_p(x)))  # (B, N, C) -> (B, N, hidden) -> (B, N, H)
         return (self.sigma_min + F.softplus(z)).transpose(1, 2)  # (B, H, N)
@@ -339,12 +347,14 @@ class SigmaPredictor(nn.Module):
 
 # ---------------------------------------------------------------- window from sigma
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def tail_mass(w, sigma):
     """Mass of N(0, σ²) beyond ±w: P(|X| > w) = erfc(w / (σ·sqrt(2))) (continuous tails)."""
     w, sigma = torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
     return torch.special.erfc(w / (sigma * math.sqrt(2)))
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def window_from_sigma(sigma, *, tol: float = 1e-3, max_window: int = 128, rule: str = "mass"):
     """The window w to slice for a bell curve of width σ, capped at ``max_window``.
 
@@ -389,6 +399,7 @@ def _widths_grid(widths: Tensor, B: int, H: int, N: int) -> Tensor:
     return (widths.unsqueeze(1) if widths.dim() == 2 else widths).long()
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
                               normalised: bool = False, global_tokens: int = 0,
                               scale: float | None = None) -> Tensor:
@@ -419,6 +430,7 @@ def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor
     return _with_globals(q, k, v, part, g, sc)
 
 
+@reference  # refuses student callers while grading (attnkit.guard)
 def variable_window_reference(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
                               normalised: bool = False, global_tokens: int = 0,
                               scale: float | None = None) -> Tensor:
