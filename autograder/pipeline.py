@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,8 +58,11 @@ from .release import (PipelineError, generate_assignment, grade_ids,  # noqa: F4
 from .sandbox import Limits, default_limits, probe
 from .submissions import Submission, collect
 
+# Preflight notes that say the student changed what they may not change (preflight.py).
+_TAMPERED = re.compile(r"(were|was) (edited|deleted) by the student|nbgrader metadata of .* did not match")
+
 # Bump when a change to the pipeline should re-grade submissions that state.json calls unchanged.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -152,6 +156,10 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
                              dest / f"{assignment}.ipynb")
     stamp, stamp_note = read_timestamp(sub.notebook.parent)  # nbgrader's submission time
     checks = [*checks, stamp_note] if stamp_note else checks
+    # Edited or deleted test cells and rewritten nbgrader metadata were repaired, but a human
+    # should know: they are flags, not notes.
+    result.flags = [c for c in checks if _TAMPERED.search(c)]
+    checks = [c for c in checks if c not in result.flags]
     if clean is None:
         result.notes = "; ".join(checks)
         return
@@ -168,7 +176,7 @@ def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_
     records = read_sidecar(autograded.parent)  # restarts, skipped cells (this notebook's only)
     ran = execution_summary({assignment: records.get(assignment)})
     result.notes = "; ".join(filter(None, [result.notes, ran]))
-    result.flags = read_flags(autograded.parent)  # tampering the guard saw (protect.py)
+    result.flags += read_flags(autograded.parent)  # tampering the guard saw (protect.py)
     with hidden_tests_redacted(autograded, show_hidden=show_hidden):
         fb = api.generate_feedback(assignment, sub.student, force=True)
     html = root / "feedback" / sub.student / assignment / f"{assignment}.html"

@@ -71,9 +71,11 @@ def test_grading_the_samples(name, tmp_path):
     assert "BEGIN HIDDEN TESTS" in autograded, "the instructor's autograded copy lost its hidden tests"
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "crash_early" in report and "ModuleNotFoundError" in report, "the report does not explain the crash"
+    flagged = report.split("## Flagged for review", 1)[-1].split("## Grade cells", 1)[0]
     if "hostile" in EXPECTED[name]:  # the demo's cheating student is flagged, with the reason
-        flagged = report.split("## Flagged for review", 1)[-1].split("## Grade cells", 1)[0]
         assert "**hostile**" in flagged and "patched attnkit.grading" in flagged, flagged
+    if "malformed" in EXPECTED[name]:  # repaired and graded, but a deleted test is worth a look
+        assert "**malformed**" in flagged and "was deleted by the student" in flagged, flagged
 
     # A second run on the same folder is safe: same grades, no duplicates.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
