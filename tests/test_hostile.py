@@ -20,7 +20,7 @@ from autograder.samples import SAMPLES_DIR
 from autograder.sandbox import probe
 from tests.hostile import build as hostile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="hostile")]
 A1 = hostile.A1
 # The honest a1 samples graded alongside (the demo's own "hostile" sample is not honest).
 HONEST = ("full", "partial", "crash_early")

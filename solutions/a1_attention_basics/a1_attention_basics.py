@@ -323,7 +323,7 @@ def multi_head_attention(x, w_q, w_k, w_v, w_o, n_heads, mask=None):
 
 # %% nbgrader={"grade": true, "grade_id": "test_multi_head_attention", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 """Part 5: multi_head_attention() equals a reference multi-head layer with the same weights."""
-from attnkit import MultiHeadAttention, causal_mask
+from attnkit import MultiHeadAttention, causal_mask as _reference_causal_mask
 
 def _reference_mha(x, w_q, w_k, w_v, w_o, n_heads, mask=None):
     C = x.shape[-1]
@@ -348,7 +348,7 @@ _mha_case(2, 5, 8, 2, seed=60)
 _mha_case(1, 7, 12, 3, seed=61)
 _mha_case(3, 4, 16, 4, seed=62)
 _mha_case(2, 6, 6, 1, seed=63)
-_mha_case(2, 6, 12, 4, seed=64, mask=causal_mask(6))
+_mha_case(2, 6, 12, 4, seed=64, mask=_reference_causal_mask(6))
 ### END HIDDEN TESTS
 
 # %% [markdown]
