@@ -58,8 +58,8 @@ PROTECTED: dict[str, tuple[str, ...]] = {
                                 "performer_reference")),
     "a5_learnable_window": tuple(f"bellcurve.{n}" for n in (
         "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve", "bellcurve_reference",
-        "bell_weights_attention", "tail_mass", "window_from_sigma", "variable_window_attention",
-        "variable_window_reference", "SigmaPredictor.forward")),
+        "bell_weights_attention", "SigmaPredictor.forward")) + tuple(f"varwindow.{n}" for n in (
+        "tail_mass", "window_from_sigma", "variable_window_attention", "variable_window_reference")),
 }
 # Folders of the repository a kernel never needs (the library is in lib/, imported from there).
 _DENIED_IN_REPO = ("solutions", "autograder", "tests", ".git", "scripts")

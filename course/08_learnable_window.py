@@ -60,8 +60,8 @@ import torch
 
 import attnkit
 from attnkit import qa
-from attnkit.bellcurve import (SEED_WINDOWS, bell_bias, bell_weights_attention, bellcurve,
-                               variable_window_attention, window_from_sigma)
+from attnkit.bellcurve import bell_bias, bell_weights_attention, bellcurve
+from attnkit.varwindow import SEED_WINDOWS, variable_window_attention, window_from_sigma
 from attnkit.dense import dense_attention
 from attnkit.measure import largest_intermediate, peak_memory
 

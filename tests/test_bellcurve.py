@@ -1,4 +1,4 @@
-"""The learnable bell-curve window (attnkit.bellcurve): fast paths equal the dense references, the
+"""The learnable bell-curve window (attnkit.bellcurve, varwindow, span): fast paths equal the dense references, the
 issue's semantics on a hand example, gradients w.r.t. sigma, window from sigma, per-query
 variable windows in O(N·w) memory, and adaptive attention span.
 """
@@ -12,9 +12,11 @@ import torch
 
 from attnkit import VARIANTS
 from attnkit.bellcurve import (
-    SEED_WINDOWS, SQRT_2PI, AdaptiveSpan, SigmaPredictor, adaptive_span, adaptive_span_reference,
-    bell_bias, bell_score_mod, bell_weights_attention, bellcurve, bellcurve_reference, span_ramp,
-    tail_mass, variable_window_attention, variable_window_reference, window_from_sigma,
+    SQRT_2PI, SigmaPredictor, bell_bias, bell_score_mod, bell_weights_attention, bellcurve, bellcurve_reference,
+)
+from attnkit.span import AdaptiveSpan, adaptive_span, adaptive_span_reference, span_ramp
+from attnkit.varwindow import (
+    SEED_WINDOWS, tail_mass, variable_window_attention, variable_window_reference, window_from_sigma,
 )
 from attnkit.measure import largest_intermediate
 

@@ -11,6 +11,7 @@ from attnkit import qa
 from attnkit.qa import (ANSWER0, CUE0, FILLER0, GLOBAL_TOKENS, BellCurveAttention, QAEncoder, WindowAttention,
                         attention, decode_spans, evaluate, exact_match, make_dataset, make_splits, span_f1,
                         train)
+from attnkit.qa.training import _loss
 
 
 # ---------------------------------------------------------------- the data set
@@ -199,7 +200,7 @@ def test_bellcurve_module_equals_the_bellcurve_variant(normalised, window, sigma
 
 
 def test_stage_two_slices_windows_from_sigma_and_changes_little():
-    from attnkit.bellcurve import variable_window_reference, window_from_sigma
+    from attnkit.varwindow import variable_window_reference, window_from_sigma
     q, k, v, x = _qkvx(N=40, seed=2)
     mod = BellCurveAttention(16, sigma="learned", sigma_init=2.0, window=16).double()
     torch.nn.init.normal_(mod.predictor.U_d.weight, std=0.3)
@@ -219,7 +220,7 @@ def test_stage_two_slices_windows_from_sigma_and_changes_little():
 def test_gradients_reach_the_sigma_parameters():
     model = QAEncoder(attention("bellcurve", sigma="learned", sigma_init=2.0), d_model=16, seed=0)
     data = make_dataset(8, length=40, distance=4)
-    qa._loss(model, data).backward()
+    _loss(model, data).backward()
     for layer in model.blocks:
         grad = layer.attn.predictor.U_d.weight.grad
         assert grad is not None and float(grad.abs().sum()) > 0, "no gradient reached U_d"

@@ -23,7 +23,7 @@ register(
 from . import banded, blocksparse, fixed, flex  # noqa: E402  (registers the fixed sparse patterns)
 from . import recurrence  # noqa: E402  (registers transformer_xl)
 from . import kernel, lowrank  # noqa: E402  (registers the low-rank and kernel variants)
-from . import bellcurve  # noqa: E402  (registers bellcurve and adaptive_span)
+from . import bellcurve, span, varwindow  # noqa: E402  (registers bellcurve and adaptive_span)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .dense import dense_attention
 from .guard import reference
 
-__all__ = ["attend", "merge", "window_attention", "dilated_attention", "residue_attention", "block_attention",
-           "summary_attention"]
+__all__ = ["attend", "merge", "window_attention", "biased_window", "with_globals", "dilated_attention",
+           "residue_attention", "block_attention", "summary_attention"]
 
 Part = tuple[Tensor, Tensor]  # (out (B, H, N, Dv), lse (B, H, N))
 
@@ -133,6 +134,65 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: i
     out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
     lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
     return out, lse
+
+
+def biased_window(q: Tensor, k: Tensor, v: Tensor, *, reach: int, scale: float, skip: int = 0,
+          causal: bool = False, widths: Tensor | None = None, bias=None) -> Part:
+    """Window keys j >= ``skip`` with |i - j| <= reach (<= widths_i if given), plus a log-bias.
+
+    The learned windows (:mod:`attnkit.bellcurve`, :mod:`attnkit.varwindow`, :mod:`attnkit.span`)
+    run on this. Chunks of c queries against key slabs of L = c + 2w keys, as
+    :func:`window_attention`; ``bias(d, lay)`` returns the log-space bias for
+    offsets d = i - j ``(nc, c, L)``, where ``lay(t)`` turns a per-query ``(.., N)`` tensor into
+    ``(.., nc, c, 1)``. Rows i < skip (global queries, handled apart) are filler: they see their
+    whole slab and must be discarded by the caller. Returns ``(out (B, H, N, Dv), lse (B, H, N))``.
+    Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) = O(N·w).
+    """
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    if k.shape[-2] != N:
+        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
+    w = max(min(reach, N - 1), 0)
+    c = max(min(max(w, 64), 2 * w, N), 1)
+    after = 0 if causal else w
+    nc, L = math.ceil(N / c), c + w + after
+    qc = F.pad(q * scale, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
+    pad = (0, 0, w, nc * c - N + after)
+    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
+    vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
+
+    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
+    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
+        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
+    d = i - j  # (nc, c, L)
+    keep = (d.abs() <= w) & (j >= skip) & (j < N)
+    if causal:
+        keep &= d >= 0
+
+    def lay(t: Tensor, fill: float = 1.0) -> Tensor:  # (.., N) -> (.., nc, c, 1)
+        return F.pad(t, (0, nc * c - N), value=fill).unflatten(-1, (nc, c)).unsqueeze(-1)
+
+    if widths is not None:
+        keep = keep & (d.abs() <= lay(widths, 0))  # (B|1, H|1, nc, c, L)
+    keep = keep | (i >= N) | (i < skip)  # filler rows see their whole slab: no NaN anywhere
+    scores = qc @ ks  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+    if bias is not None:
+        scores = scores + bias(d.to(q.dtype), lay)
+    scores = scores.masked_fill(~keep, -math.inf)
+    out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
+    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]
+    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]
+    return out, lse
+
+
+def with_globals(q: Tensor, k: Tensor, v: Tensor, part: Part, g: int, scale: float) -> Tensor:
+    """Add the g global keys (seen by all, no bias) and the g dense global rows to a window part."""
+    if g == 0:
+        return part[0]
+    keep = torch.ones(1, 1, dtype=torch.bool, device=q.device)
+    out = merge(part, attend(q * scale, k[:, :, :g], v[:, :, :g], keep))  # (B, H, N, Dv)
+    rows = dense_attention(q[:, :, :g], k, v, scale=scale)  # (B, H, g, Dv): global rows see all
+    return torch.cat([rows, out[:, :, g:]], dim=2)
 
 
 @reference  # refuses student callers while grading (attnkit.guard)

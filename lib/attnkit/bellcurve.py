@@ -21,11 +21,12 @@ normalised form divides every window weight by σ·sqrt(2π) against the global 
 the window keys are swamped (the seeds' "weights of sliding window tokens are nearly ZERO").
 Without global tokens the two forms give the same output.
 
-Window from sigma (:func:`window_from_sigma`) slices a finite window w off the curve, and
-:func:`variable_window_attention` attends with a per-query width (the seeds' stage 2).
-:func:`adaptive_span` is the published anchor for learned spans (a soft ramp mask).
+Next to it: :mod:`attnkit.varwindow` slices a finite window w off the curve
+(``window_from_sigma``) and attends with a per-query width (the seeds' stage 2), and
+:mod:`attnkit.span` is the published anchor for learned spans (adaptive span, a soft ramp).
 
-Cost: banded on the CPU (chunks of queries against key slabs, as :mod:`attnkit.banded`), time
+Cost: banded on the CPU (:func:`attnkit.banded.biased_window`: chunks of queries against key
+slabs), time
 O(N·(w + g)·D), memory O(N·(w + g)); FlexAttention on CUDA (block mask from the window, the
 bias as a ``score_mod`` with σ captured as a tensor: a new σ does not recompile).
 
@@ -43,24 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import flex
-from .banded import Part, attend, merge
+from .banded import biased_window, with_globals
 from .dense import dense_attention
 from .guard import reference
 
-__all__ = [
-    "SQRT_2PI", "SEED_WINDOWS", "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve",
-    "bellcurve_reference", "bell_weights_attention", "SigmaPredictor", "tail_mass",
-    "window_from_sigma", "variable_window_attention", "variable_window_reference", "span_ramp",
-    "adaptive_span", "adaptive_span_reference", "AdaptiveSpan",
-]
+__all__ = ["SQRT_2PI", "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve", "bellcurve_reference",
+           "bell_weights_attention", "SigmaPredictor"]
 
 SQRT_2PI = math.sqrt(2 * math.pi)
 
-#: The seeds' reported (σ, w) pairs (000's fixed-σ table, 001's training-curve slides).
-#: They all fit w = min(ceil(14·sqrt(σ)), 128) (``window_from_sigma(..., rule="seeds")``), and so
-#: does 001's LR×10 run (σ = 15 -> "111 tokens (w = 55)").
-SEED_WINDOWS: tuple[tuple[float, int], ...] = (
-    (1.0, 14), (9.5, 44), (64.0, 112), (1000.0, 128), (50000.0, 128))
 
 
 # ---------------------------------------------------------------- sigma and the curve
@@ -141,65 +133,7 @@ def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = N
     return materialize_scores(mod, torch.zeros(B, H, N, N, dtype=dtype, device=device))
 
 
-# ---------------------------------------------------------------- banded core (CPU path)
-
-def _band(q: Tensor, k: Tensor, v: Tensor, *, reach: int, scale: float, skip: int = 0,
-          causal: bool = False, widths: Tensor | None = None, bias=None) -> Part:
-    """Window keys j >= ``skip`` with |i - j| <= reach (<= widths_i if given), plus a log-bias.
-
-    Chunks of c queries against key slabs of L = c + 2w keys, as
-    :func:`attnkit.banded.window_attention`; ``bias(d, lay)`` returns the log-space bias for
-    offsets d = i - j ``(nc, c, L)``, where ``lay(t)`` turns a per-query ``(.., N)`` tensor into
-    ``(.., nc, c, 1)``. Rows i < skip (global queries, handled apart) are filler: they see their
-    whole slab and must be discarded by the caller. Returns ``(out (B, H, N, Dv), lse (B, H, N))``.
-    Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) = O(N·w).
-    """
-    B, H, N, D = q.shape
-    Dv = v.shape[-1]
-    if k.shape[-2] != N:
-        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
-    w = max(min(reach, N - 1), 0)
-    c = max(min(max(w, 64), 2 * w, N), 1)
-    after = 0 if causal else w
-    nc, L = math.ceil(N / c), c + w + after
-    qc = F.pad(q * scale, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
-    pad = (0, 0, w, nc * c - N + after)
-    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
-    vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
-
-    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
-    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
-        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
-    d = i - j  # (nc, c, L)
-    keep = (d.abs() <= w) & (j >= skip) & (j < N)
-    if causal:
-        keep &= d >= 0
-
-    def lay(t: Tensor, fill: float = 1.0) -> Tensor:  # (.., N) -> (.., nc, c, 1)
-        return F.pad(t, (0, nc * c - N), value=fill).unflatten(-1, (nc, c)).unsqueeze(-1)
-
-    if widths is not None:
-        keep = keep & (d.abs() <= lay(widths, 0))  # (B|1, H|1, nc, c, L)
-    keep = keep | (i >= N) | (i < skip)  # filler rows see their whole slab: no NaN anywhere
-    scores = qc @ ks  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
-    if bias is not None:
-        scores = scores + bias(d.to(q.dtype), lay)
-    scores = scores.masked_fill(~keep, -math.inf)
-    out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
-    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]
-    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]
-    return out, lse
-
-
-def _with_globals(q: Tensor, k: Tensor, v: Tensor, part: Part, g: int, scale: float) -> Tensor:
-    """Add the g global keys (seen by all, no bias) and the g dense global rows to a window part."""
-    if g == 0:
-        return part[0]
-    keep = torch.ones(1, 1, dtype=torch.bool, device=q.device)
-    out = merge(part, attend(q * scale, k[:, :, :g], v[:, :, :g], keep))  # (B, H, N, Dv)
-    rows = dense_attention(q[:, :, :g], k, v, scale=scale)  # (B, H, g, Dv): global rows see all
-    return torch.cat([rows, out[:, :, g:]], dim=2)
-
+# ---------------------------------------------------------------- helpers
 
 def _lay_sigma(s: Tensor, lay) -> Tensor:
     """σ from :func:`_sigma_grid` laid out against the slabs: 0-d, (1, H, 1, 1, 1) or (.., nc, c, 1)."""
@@ -261,8 +195,8 @@ def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = Fals
     def bias(d: Tensor, lay) -> Tensor:  # (nc, c, L) -> (B|1, H|1, nc, c, L)
         return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
 
-    part = _band(q, k, v, reach=window, scale=sc, skip=g, bias=bias)
-    return _with_globals(q, k, v, part, g, sc)
+    part = biased_window(q, k, v, reach=window, scale=sc, skip=g, bias=bias)
+    return with_globals(q, k, v, part, g, sc)
 
 
 @reference  # refuses student callers while grading (attnkit.guard)
@@ -345,203 +279,6 @@ class SigmaPredictor(nn.Module):
         return (self.sigma_min + F.softplus(z)).transpose(1, 2)  # (B, H, N)
 
 
-# ---------------------------------------------------------------- window from sigma
-
-@reference  # refuses student callers while grading (attnkit.guard)
-def tail_mass(w, sigma):
-    """Mass of N(0, σ²) beyond ±w: P(|X| > w) = erfc(w / (σ·sqrt(2))) (continuous tails)."""
-    w, sigma = torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
-    return torch.special.erfc(w / (sigma * math.sqrt(2)))
-
-
-@reference  # refuses student callers while grading (attnkit.guard)
-def window_from_sigma(sigma, *, tol: float = 1e-3, max_window: int = 128, rule: str = "mass"):
-    """The window w to slice for a bell curve of width σ, capped at ``max_window``.
-
-    ``rule="mass"``: the smallest integer w with :func:`tail_mass` (both tails of the continuous
-    Gaussian, erfc) below ``tol``: w = floor(σ·sqrt(2)·erfc⁻¹(tol)) + 1, so w grows like σ
-    (w ≈ 3.3σ at tol = 1e-3). Against :data:`SEED_WINDOWS` at the default tol: σ = 1 -> 4
-    (seeds 14), 9.5 -> 32 (44), 64 -> 128 (112), 1000 -> 128 (128). The erfc tails are within
-    ``2·φ(w/σ)/σ`` of the discrete sum over integer offsets; for σ >= 1 w moves by at most 1.
-
-    ``rule="seeds"``: w = min(ceil(14·sqrt(σ)), max_window), which reproduces every pair the
-    seeds report (and 001's σ ≈ 15 -> w = 55). It grows like sqrt(σ), not σ: at σ = 64 it cuts
-    the curve at 1.75σ and drops 8% of its mass. The slides do not give the rule; this is a fit.
-
-    σ: a float (returns an int) or a tensor (returns a long tensor of the same shape).
-    """
-    if not 1e-12 <= tol < 1:
-        raise ValueError(f"tol must lie in [1e-12, 1), got {tol}")
-    if rule not in ("mass", "seeds"):
-        raise ValueError(f"rule must be 'mass' or 'seeds', got {rule!r}")
-    s = torch.as_tensor(sigma, dtype=torch.float64).detach()
-    if bool((s <= 0).any()):
-        raise ValueError("sigma must be > 0")
-    if rule == "mass":
-        z = torch.special.erfinv(torch.tensor(1 - tol, dtype=torch.float64)) * math.sqrt(2)
-        w = torch.floor(s * z) + 1
-    else:
-        w = torch.ceil(14 * torch.sqrt(s))
-    w = w.clamp(max=max_window).long()
-    return int(w) if not isinstance(sigma, Tensor) else w.to(sigma.device)
-
-
-# ---------------------------------------------------------------- per-query variable windows
-
-def _widths_grid(widths: Tensor, B: int, H: int, N: int) -> Tensor:
-    """Widths ``(B, N)`` or ``(B, H, N)`` (integers >= 0) -> ``(B, 1|H, N)`` long."""
-    if widths.dim() not in (2, 3) or widths.shape[0] != B or widths.shape[-1] != N \
-            or (widths.dim() == 3 and widths.shape[1] != H):
-        raise ValueError(f"widths must be (B, N) = ({B}, {N}) or (B, H, N) = ({B}, {H}, {N}), "
-                         f"got {tuple(widths.shape)}")
-    if widths.is_floating_point() or bool((widths < 0).any()):
-        raise ValueError("widths must be integers >= 0")
-    return (widths.unsqueeze(1) if widths.dim() == 2 else widths).long()
-
-
-@reference  # refuses student callers while grading (attnkit.guard)
-def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
-                              normalised: bool = False, global_tokens: int = 0,
-                              scale: float | None = None) -> Tensor:
-    """Per-query windows: query i sees keys |i - j| <= widths_i (plus g global tokens).
-
-    With ``sigma`` the window keys also get the bell-curve bias (the seeds' stage 2: the width
-    sliced from each token's learned σ by :func:`window_from_sigma`).
-    CPU: the banded slab of the widest window, masked per row to each width (memory
-    O(N·max w), not O(Σ_i w_i): padding to the widest row is the price of one batched matmul).
-    CUDA: FlexAttention with a block mask built from the widths (rebuilt every call, so a
-    tile the widths leave empty is skipped).
-    Shapes: q, k ``(B, H, N, D)``, v ``(B, H, N, Dv)``, widths ``(B, N)`` or ``(B, H, N)`` ->
-    ``(B, H, N, Dv)``. Cost: time O(N·(max w + g)·D), memory O(N·(max w + g)).
-    """
-    _check_qkv(q, k, v, "variable_window_attention")
-    B, H, N, _ = q.shape
-    wd = _widths_grid(widths, B, H, N)
-    sc, g = _scale(q, scale), min(global_tokens, N)
-    if flex.use_flex(q):
-        return _flex_variable(q, k, v, wd, sigma, normalised, g, sc)
-    sig = None if sigma is None else _sigma_grid(sigma, B, H, N, device=q.device)
-
-    def bias(d: Tensor, lay) -> Tensor:
-        return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
-
-    part = _band(q, k, v, reach=int(wd.max()), scale=sc, skip=g, widths=wd,
-                 bias=None if sig is None else bias)
-    return _with_globals(q, k, v, part, g, sc)
-
-
-@reference  # refuses student callers while grading (attnkit.guard)
-def variable_window_reference(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
-                              normalised: bool = False, global_tokens: int = 0,
-                              scale: float | None = None) -> Tensor:
-    """Dense attention with the materialised per-query mask (and bias): O(N²) memory."""
-    B, H, N, _ = q.shape
-    wd = _widths_grid(widths, B, H, N)  # (B, 1|H, N)
-    i = torch.arange(N, device=q.device)
-    keep = (i.view(N, 1) - i.view(1, N)).abs() <= wd.unsqueeze(-1)  # (B, 1|H, N, N)
-    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
-    if sigma is not None:
-        bias = bell_bias(N, sigma, normalised=normalised, B=B, H=H, dtype=q.dtype, device=q.device)
-    g = i < global_tokens
-    bias = torch.where(g.view(N, 1) | g.view(1, N), 0.0, bias.masked_fill(~keep, -math.inf))
-    return dense_attention(q, k, v, mask=bias, scale=scale)
-
-
-def _flex_variable(q, k, v, wd, sigma, normalised, g, sc):
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    B, H, N, _ = q.shape
-    wt, gt = wd.expand(B, H, N).contiguous(), torch.tensor(g, device=q.device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return ((q_idx - kv_idx).abs() <= wt[b, h, q_idx]) | (q_idx < gt) | (kv_idx < gt)
-    flex._guard_recompiles()
-    mask = create_block_mask(mask_mod, B, H, N, N, device=q.device, _compile=True)
-    mod = None if sigma is None else bell_score_mod(sigma, normalised=normalised, global_tokens=g,
-                                                    B=B, H=H, N=N, device=q.device)
-    return flex._compiled_flex()(q, k, v, score_mod=mod, block_mask=mask, scale=sc)
-
-
-# ---------------------------------------------------------------- adaptive attention span
-
-def span_ramp(x: Tensor, span: Tensor, ramp: float) -> Tensor:
-    """Sukhbaatar et al.'s soft mask m_z(x) = clamp((R + z - x) / R, 0, 1) for distance x."""
-    return ((ramp + span - x) / ramp).clamp(0, 1)
-
-
-def _span_log(x: Tensor, span: Tensor, ramp: float) -> Tensor:
-    """log m_z(x), -inf where m = 0, with finite gradients everywhere."""
-    m = span_ramp(x, span, ramp)
-    return torch.where(m > 0, torch.log(m.clamp_min(1e-30)), -math.inf)
-
-
-def _span_tensor(span, H: int, q: Tensor) -> Tensor:
-    z = torch.as_tensor(span, dtype=q.dtype, device=q.device)
-    if z.dim() not in (0, 1) or (z.dim() == 1 and z.shape[0] != H):
-        raise ValueError(f"span must be a float or per head (H,) = ({H},), got {tuple(z.shape)}")
-    return z.clamp_min(0).view(1, H, 1, 1) if z.dim() == 1 else z.clamp_min(0)
-
-
-def adaptive_span(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,
-                  causal: bool = False, scale: float | None = None) -> Tensor:
-    """Adaptive attention span: weights times a soft ramp of the distance x = |i - j|, renormalised.
-
-        a_ij = m_z(x) exp(s_ij) / Σ_k m_z(x_ik) exp(s_ik),   m_z(x) = clamp((R + z - x)/R, 0, 1)
-
-    z is a learned span per head (``span``: float or ``(H,)`` tensor, clamped at 0; gradients
-    flow into it), R the ramp width. ``causal``: keys j <= i only (the paper's setting).
-    Shapes: ``(B, H, N, D)`` in, ``(B, H, N, Dv)`` out.
-    Cost: banded with reach ceil(max z + R): time O(N·(z + R)·D), memory O(N·(z + R)).
-    Paper: Sukhbaatar et al. 2019, Adaptive Attention Span in Transformers (arXiv:1905.07799).
-    """
-    _check_qkv(q, k, v, "adaptive_span")
-    H = q.shape[1]
-    z = _span_tensor(span, H, q)
-    reach = math.ceil(float(z.max()) + ramp)
-
-    def bias(d: Tensor, lay) -> Tensor:  # z (1, H, 1, 1) -> (1, H, 1, 1, 1) against (nc, c, L)
-        return _span_log(d.abs(), z.unsqueeze(-1) if z.dim() else z, ramp)
-
-    return _band(q, k, v, reach=reach, scale=_scale(q, scale), causal=causal, bias=bias)[0]
-
-
-def adaptive_span_reference(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,
-                            causal: bool = False, scale: float | None = None) -> Tensor:
-    """Dense form: softmax weights times the materialised ramp m_z(|i - j|), renormalised."""
-    N, H = q.shape[-2], q.shape[1]
-    i = torch.arange(N, device=q.device)
-    d = (i.view(N, 1) - i.view(1, N)).to(q.dtype)  # (N, N)
-    m = span_ramp(d.abs(), _span_tensor(span, H, q), ramp)  # (1|1, H|1, N, N)
-    if causal:
-        m = m * (d >= 0)
-    _, p = dense_attention(q, k, v, scale=scale, return_weights=True)  # (B, H, N, N)
-    a = p * m
-    return (a / a.sum(-1, keepdim=True)) @ v
-
-
-class AdaptiveSpan(nn.Module):
-    """A learned span z per head, z = max_span · clamp(θ, 0, 1), and the paper's L1 span loss.
-
-    ``forward(q, k, v)`` calls :func:`adaptive_span`; ``loss()`` = mean span (add it times a
-    small coefficient to the training loss, as the paper does).
-    """
-
-    def __init__(self, heads: int, *, max_span: int, ramp: float = 32.0, init_span: float = 0.0,
-                 causal: bool = False):
-        super().__init__()
-        self.max_span, self.ramp, self.causal = max_span, ramp, causal
-        self.theta = nn.Parameter(torch.full((heads,), init_span / max_span))
-
-    def span(self) -> Tensor:
-        return self.max_span * self.theta.clamp(0, 1)  # (H,)
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return adaptive_span(q, k, v, span=self.span(), ramp=self.ramp, causal=self.causal)
-
-    def loss(self) -> Tensor:
-        return self.span().mean()
-
-
 # ---------------------------------------------------------------- registry entries
 
 def _register_all() -> None:
@@ -552,11 +289,5 @@ def _register_all() -> None:
              paper="Wu 2022, differentiable attention window (seeds 000/001); Yang et al. 2018, "
                    "Modeling Localness for Self-Attention Networks",
              example_kwargs={"sigma": 2.0, "window": 6, "global_tokens": 2})
-    register("adaptive_span", adaptive_span, family="learned window",
-             reference=adaptive_span_reference, cost="O(N·(z + R)·D) time, O(N·(z + R)) memory",
-             paper="Sukhbaatar et al. 2019, Adaptive Attention Span in Transformers "
-                   "(arXiv:1905.07799)",
-             example_kwargs={"span": 3.5, "ramp": 4.0})
-
 
 _register_all()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .guard import reference
@@ -356,9 +355,9 @@ def _register_all() -> None:
          "Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences (arXiv:2007.14062)",
          {"block": 8, "window_blocks": 1, "global_blocks": 1, "random_blocks": 1, "seed": 0}),
     ]
-    for name, fn, reference, cost, paper, kwargs in entries:
+    for name, fn, dense_fn, cost, paper, kwargs in entries:
         register(name, fn, family="fixed pattern", cost=cost, paper=paper,
-                 example_kwargs=kwargs, reference=reference)
+                 example_kwargs=kwargs, reference=dense_fn)
 
 
 _register_all()

@@ -37,8 +37,8 @@
 # | 5 | per-query variable windows in sub-quadratic memory | 3 |
 # | 6 | a short training run: σ grows, and max-1 beats the PDF with global tokens | 3 |
 #
-# Do not use `attnkit`'s implementations of these methods (`attnkit.bellcurve`, the
-# `bellcurve` entry of `attnkit.VARIANTS`) in your answers: the tests use them as references.
+# Do not use `attnkit`'s implementations of these methods (`attnkit.bellcurve`, `attnkit.varwindow`,
+# the `bellcurve` entry of `attnkit.VARIANTS`) in your answers: the tests use them as references.
 # Anything in `torch` is fine.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -250,7 +250,7 @@ def window_from_sigma(sigma, tol=1e-3, max_window=128):
 
 # %% nbgrader={"grade": true, "grade_id": "test_window_from_sigma", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 """Part 4: window_from_sigma() is the smallest w with erfc(w / (sigma·sqrt 2)) < tol, capped, as a long tensor."""
-from attnkit.bellcurve import window_from_sigma as _wfs, tail_mass as _tail
+from attnkit.varwindow import window_from_sigma as _wfs, tail_mass as _tail
 
 def _check_windows(sigma, tol, max_window):
     got = window_from_sigma(sigma, tol=tol, max_window=max_window)

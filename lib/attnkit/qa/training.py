@@ -1,0 +1,170 @@
+"""Training (a separate learning rate for σ), evaluation in SQuAD's F1 / EM, and σ by token type.
+See :mod:`attnkit.qa`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import ANSWER0, CUE0, FILLER0, GLOBAL_TOKENS, QAData, decode_spans, exact_match, span_f1
+from .model import QAEncoder
+
+# ---------------------------------------------------------------- training and evaluation
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the previous number (None: leave it)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class History:
+    """What :func:`train` logged.
+
+    Attributes:
+        loss: training loss at every step (mean of the start and end cross-entropies).
+        eval_steps: the steps at which the held-out split was scored; ``f1``, ``em`` (percent) there.
+        sigma_mean: per step, the mean σ over the passage tokens (query positions >= g) of the
+            training batch, one list per layer; empty lists if the model has no learned σ.
+        seconds: wall time of the whole run.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    em: list[float] = field(default_factory=list)
+    sigma_mean: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def final(self) -> dict[str, float]:
+        """The last held-out scores, ``{"f1": .., "em": ..}``."""
+        return {"f1": self.f1[-1], "em": self.em[-1]}
+
+
+def _loss(model: nn.Module, batch: QAData) -> Tensor:
+    start_logits, end_logits = model(batch.tokens)  # (B, N) each
+    return 0.5 * (F.cross_entropy(start_logits, batch.start) + F.cross_entropy(end_logits, batch.end))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: QAData, *, batch_size: int = 512, max_answer_len: int = 8,
+             threads: int | None = 1) -> dict[str, float]:
+    """F1 and exact match in percent (SQuAD's convention) of ``model`` on ``data``."""
+    was_training = model.training
+    model.eval()
+    f1 = em = 0.0
+    with _threads(threads):
+        for lo in range(0, len(data), batch_size):
+            b = data.batch(torch.arange(lo, min(lo + batch_size, len(data))))
+            ps, pe = decode_spans(*model(b.tokens), max_answer_len)
+            f1 += span_f1(ps, pe, b.start, b.end).sum().item()
+            em += exact_match(ps, pe, b.start, b.end).sum().item()
+    model.train(was_training)
+    return {"f1": 100 * f1 / len(data), "em": 100 * em / len(data)}
+
+
+def train(model: nn.Module, data: tuple[QAData, QAData], *, steps: int = 200, lr: float = 6e-3,
+          sigma_lr_mult: float = 1.0, batch_size: int = 32, weight_decay: float = 0.01,
+          warmup: float = 0.1, seed: int = 0, log_every: int = 50, threads: int | None = 1,
+          progress: bool = False) -> History:
+    """Train ``model`` on ``data = (train_set, held_out)`` with AdamW; returns a :class:`History`.
+
+    The parameters from ``model.sigma_parameters()`` (if any) form their own group with learning
+    rate ``lr · sigma_lr_mult`` and no weight decay (the seeds' "higher LR for U_d and W_p").
+    Schedule: linear warm-up over ``warmup · steps``, then cosine decay to 0; gradients clipped
+    to norm 1. Batches are drawn with ``torch.Generator().manual_seed(seed)``; with the model
+    built from a seed too, a run is bit-for-bit repeatable on one machine and thread count.
+    ``threads``: torch threads during training (1 is fastest for this small model on a
+    shared 2-core CPU; None leaves the setting alone). The held-out split is scored every
+    ``log_every`` steps and at the end.
+    """
+    train_set, held_out = data
+    if steps < 1 or lr <= 0 or sigma_lr_mult <= 0 or batch_size < 1:
+        raise ValueError(f"need steps >= 1, lr > 0, sigma_lr_mult > 0, batch_size >= 1; got "
+                         f"steps={steps}, lr={lr}, sigma_lr_mult={sigma_lr_mult}, batch_size={batch_size}")
+    sigma_params = list(model.sigma_parameters()) if hasattr(model, "sigma_parameters") else []
+    sigma_ids = {id(p) for p in sigma_params}
+    rest = [p for p in model.parameters() if id(p) not in sigma_ids]
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "base_lr": lr}]
+    if sigma_params:
+        groups.append({"params": sigma_params, "lr": lr * sigma_lr_mult, "weight_decay": 0.0,
+                       "base_lr": lr * sigma_lr_mult})
+    opt = torch.optim.AdamW(groups)
+    n_warm = max(1, int(warmup * steps))
+
+    def lr_factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        return 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
+
+    gen = torch.Generator().manual_seed(seed)
+    hist = History()
+    g = train_set.global_tokens
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, leave=False)
+    t0 = time.perf_counter()
+    model.train()
+    with _threads(threads):
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(step)
+            batch = train_set.batch(torch.randint(0, len(train_set), (batch_size,), generator=gen))
+            loss = _loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            hist.loss.append(loss.item())
+            if sigma_params:
+                hist.sigma_mean.append([s[..., g:].mean().item() for s in model.last_sigma()
+                                        if s is not None and s.dim() >= 1])
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                scores = evaluate(model, held_out, threads=None)
+                hist.eval_steps.append(step + 1)
+                hist.f1.append(scores["f1"])
+                hist.em.append(scores["em"])
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    hist.seconds = time.perf_counter() - t0
+    return hist
+
+
+@torch.no_grad()
+def sigma_by_token_type(model: QAEncoder, tokens: Tensor) -> list[dict[str, float]]:
+    """Per layer, the mean σ the model gives to cue tokens, answer words and filler in ``tokens``.
+
+    ``tokens`` is ``(B, N)``; question tokens (the first g) are left out. Layers without a
+    learned σ give an empty dict. This is how the chapter sees *which* tokens widen their window.
+    """
+    was_training = model.training
+    model.eval()
+    model(tokens)
+    model.train(was_training)
+    passage = torch.zeros_like(tokens, dtype=torch.bool)
+    passage[:, GLOBAL_TOKENS:] = True
+    kinds = {"cue": (tokens >= CUE0) & (tokens < ANSWER0), "answer word": (tokens >= ANSWER0) & (tokens < FILLER0),
+             "filler": tokens >= FILLER0}
+    out = []
+    for sigma in model.last_sigma():
+        if sigma is None or sigma.dim() != 2:
+            out.append({})
+            continue
+        out.append({name: float(sigma[mask & passage].mean()) for name, mask in kinds.items()})
+    return out
