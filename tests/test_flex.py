@@ -105,3 +105,35 @@ def test_gpu_local_at_64k_never_materialises_the_scores():
     q, k, v = qkv(65536, H=16, D=64, device="cuda", dtype=torch.bfloat16)
     VARIANTS["local"](q, k, v, window=256)  # compile and build the block mask first
     assert peak_memory(VARIANTS["local"], q, k, v, window=256) < 2**30
+
+
+@pytest.mark.slow
+def test_the_public_functions_flex_branches_on_cpu(monkeypatch):
+    """The branch each public function takes on CUDA, run on the CPU through compiled Flex
+    (inductor's C++ backend): the same mask and score mods, block masks and caching as on a GPU,
+    in float32, against the dense references. What this cannot show is GPU speed and memory."""
+    from attnkit.bellcurve import bellcurve, bellcurve_reference
+    from attnkit.varwindow import variable_window_attention, variable_window_reference
+
+    torch._dynamo.reset()
+    flex.clear_cache()
+    monkeypatch.setattr(flex, "use_flex", lambda q: True)
+    q, k, v = qkv(512, H=4, D=32)
+    for name, kwargs in GPU_CASES:
+        if name == "transformer_xl":
+            kwargs = {**kwargs, "bias": torch.randn(4, 512, generator=torch.Generator().manual_seed(1))}
+        torch.testing.assert_close(VARIANTS[name](q, k, v, **kwargs), VARIANTS[name].reference(q, k, v, **kwargs),
+                                   atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+    g = torch.Generator().manual_seed(2)
+    sigma = torch.rand(1, 4, 512, generator=g) * 3 + 0.5  # one σ per token and head
+    for normalised in (False, True):
+        kw = {"sigma": sigma, "window": 20, "global_tokens": 3, "normalised": normalised}
+        torch.testing.assert_close(bellcurve(q, k, v, **kw), bellcurve_reference(q, k, v, **kw),
+                                   atol=2e-5, rtol=1e-4)
+    widths = torch.randint(0, 17, (1, 512), generator=g)
+    kw = {"widths": widths, "sigma": sigma, "global_tokens": 2}
+    torch.testing.assert_close(variable_window_attention(q, k, v, **kw), variable_window_reference(q, k, v, **kw),
+                               atol=2e-5, rtol=1e-4)
+    torch._dynamo.reset()
+    flex.clear_cache()
