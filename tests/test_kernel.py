@@ -173,6 +173,24 @@ def test_performer_approaches_dense_attention_as_m_grows_and_redraws():
     assert not torch.allclose(before, layer(q, k, v))
 
 
+
+def test_performer_reuses_its_draw_of_w_per_seed():
+    """W is drawn once per (m, D, kind, seed, dtype, device): the same numbers as a fresh draw,
+    a new seed still redraws, and a call does not change the cached W."""
+    from attnkit.kernel import _drawn_features
+
+    q, k, v = fresh_qkv(B=1, H=2, N=32, D=8)
+    _drawn_features.cache_clear()
+    out = performer(q, k, v, m=16, seed=3)
+    w = gaussian_features(16, 8, seed=3, dtype=q.dtype)
+    torch.testing.assert_close(out, performer(q, k, v, m=16, features=w), rtol=0, atol=0)
+    cached = _drawn_features(16, 8, True, 3, q.dtype, q.device)
+    assert torch.equal(cached, w) and _drawn_features.cache_info().hits >= 1
+    performer(q, k, v, m=16, seed=3, causal=True)
+    assert torch.equal(_drawn_features(16, 8, True, 3, q.dtype, q.device), w)
+    assert not torch.equal(_drawn_features(16, 8, True, 4, q.dtype, q.device), w)
+    assert not torch.allclose(performer(q, k, v, m=16, seed=4), out)
+
 def test_causal_linear_memory_is_linear_in_N():
     B, H, N, D, chunk = 1, 2, 2048, 16, 64
     q, k, v = fresh_qkv(B=B, H=H, N=N, D=D, dtype=torch.float32)
