@@ -92,6 +92,25 @@ def test_random_projection_is_reproducible_and_scaled():
     assert not torch.allclose(linformer(q, k, v, proj_len=8, seed=4), linformer(q, k, v, proj_len=8, seed=5))
 
 
+
+def test_linformer_reuses_its_draw_of_e_and_f():
+    """E, F are drawn once per (k, M, seed, share_kv, dtype, device): the same numbers as a
+    fresh draw, a new seed or length draws again, and clear_cache() forgets them."""
+    from attnkit.lowrank import _drawn_projections, clear_cache
+
+    q, k, v = fresh_qkv(N=40)
+    clear_cache()
+    out = linformer(q, k, v, proj_len=8, seed=6)
+    E, F = random_projection(8, 40, seed=6, dtype=q.dtype)
+    torch.testing.assert_close(out, linformer(q, k, v, E=E, F=F), rtol=0, atol=0)
+    linformer(q, k, v, proj_len=8, seed=6)
+    assert _drawn_projections.cache_info().hits == 1
+    linformer(q, k, v, proj_len=8, seed=7)
+    linformer(*fresh_qkv(N=41), proj_len=8, seed=6)
+    assert _drawn_projections.cache_info().misses == 3
+    clear_cache()
+    assert _drawn_projections.cache_info().currsize == 0
+
 def test_module_forms_start_at_the_functions_and_learn():
     q, k, v = fresh_qkv(N=24, D=4)
     layer = LinformerProjection(max_len=32, proj_len=6, seed=2)

@@ -254,7 +254,7 @@ def _performer_setup(q, k, m, kind, orthogonal, seed, features, scale):
         if kind == "trig" and m % 2:
             raise ValueError(f"trig features come in cos/sin pairs: m must be even, got {m}")
         rows = m if kind == "positive" else m // 2
-        features = _drawn_features(rows, D, bool(orthogonal), int(seed), q.dtype, q.device)  # (m, D) or (m/2, D)
+        features = _drawn_features(rows, D, bool(orthogonal), seed, q.dtype, q.device)  # (m, D) or (m/2, D)
     c = math.sqrt(1.0 / math.sqrt(D) if scale is None else scale)  # x -> x / D^(1/4)
     return q * c, k * c, features.to(dtype=q.dtype, device=q.device)
 
