@@ -55,7 +55,7 @@ PROTECTED: dict[str, tuple[str, ...]] = {
         f"kernel.{n}" for n in ("elu_features", "positive_features", "trig_features", "orthogonal_gaussian",
                                 "gaussian_features", "kernel_attention", "kernel_attention_reference",
                                 "linear", "linear_reference", "linear_recurrent", "performer",
-                                "performer_reference")),
+                                "performer_reference", "favor_two_softmax", "softmax_biased")),
     "a5_learnable_window": tuple(f"bellcurve.{n}" for n in (
         "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve", "bellcurve_reference",
         "bell_weights_attention", "SigmaPredictor.forward")) + tuple(f"varwindow.{n}" for n in (

@@ -99,6 +99,61 @@ def test_gpu_path_equals_the_reference(name, kwargs):
     torch.testing.assert_close(got, expected, atol=3e-2, rtol=3e-2)
 
 
+@pytest.fixture
+def eager_flex(monkeypatch):
+    """The Flex branches with uncompiled FlexAttention: inductor's CPU backend has no log-sum-exp
+    output ("torch.compile on CPU only supports inference and return_lse is not supported yet"),
+    so on the CPU the Performer's Flex path runs the eager Flex (the same API, score_mod and
+    lse, unfused); the compiled Triton kernel runs in the CUDA tests."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    monkeypatch.setattr(flex, "use_flex", lambda q: True)
+    monkeypatch.setattr(flex, "_compiled_flex", lambda: flex_attention)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # eager Flex on the CPU warns that it is unfused
+def test_flex_biased_returns_the_softmax_and_its_natural_log_sum_exp(eager_flex):
+    from attnkit.kernel import softmax_biased
+
+    q, k, v = qkv(256, H=3, D=16)
+    bias = torch.randn(1, 3, 256, generator=torch.Generator().manual_seed(4)) * 3
+    out, lse = flex.flex_biased(q[:, :, :40], k, v, bias)
+    ref_out, ref_lse = softmax_biased(q[:, :, :40], k, v, bias)
+    torch.testing.assert_close(out, ref_out, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(lse, ref_lse, atol=2e-5, rtol=1e-5)  # base e, not base 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_performer_cuda_branch_is_the_two_softmax_form(eager_flex, monkeypatch):
+    from attnkit import kernel
+
+    calls = []
+    two_softmax = kernel.favor_two_softmax
+    monkeypatch.setattr(kernel, "favor_two_softmax", lambda *a, **kw: calls.append(kw) or two_softmax(*a, **kw))
+    q, k, v = qkv(2048, H=4, D=32)
+    out = kernel.performer(q, k, v, m=128, seed=1)
+    assert calls == [{"splits": 2}]  # 4 heads x 1 W tile: the 2048 keys in two pieces of 1024
+    torch.testing.assert_close(out, kernel.performer_reference(q, k, v, m=128, seed=1), atol=2e-5, rtol=1e-4)
+    kernel.performer(q, k, v, m=128, causal=True)  # prefix sums: the eager chunked form
+    kernel.performer(q, k, v, m=128, kind="trig")  # signed features: no softmax form
+    kernel.performer(q, k, v.requires_grad_(), m=128)  # gradients: the eager form
+    assert len(calls) == 1
+
+
+@pytest.mark.cuda
+def test_gpu_performer_equals_the_reference_without_an_n_by_m_tensor():
+    from attnkit.kernel import performer, performer_reference
+
+    q, k, v = qkv(4096, H=4, D=64, device="cuda", dtype=torch.bfloat16)
+    got = performer(q, k, v, m=256, seed=0).float()
+    expected = performer_reference(q.float(), k.float(), v.float(), m=256, seed=0)
+    torch.testing.assert_close(got, expected, atol=3e-2, rtol=3e-2)
+    q, k, v = qkv(65536, H=16, D=64, device="cuda", dtype=torch.bfloat16)
+    performer(q, k, v, m=256)  # compile first
+    # the output is 128 MiB; one (N, m) feature matrix would be 512 MiB
+    assert peak_memory(performer, q, k, v, m=256) < 256 * 2**20
+
+
 @pytest.mark.cuda
 def test_gpu_local_at_64k_never_materialises_the_scores():
     """An eager fallback would need 16·65536² bf16 scores (128 GiB): the Flex path needs MiBs."""

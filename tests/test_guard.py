@@ -107,3 +107,14 @@ def test_static_scan_names_what_it_saw():
         assert what in text, (what, text)
     assert all(f.endswith("(cell 3)") for f in flags)
     assert scan([(1, "def attention(q, k, v):\n    return (q @ k.mT).softmax(-1) @ v\n")]) == []
+
+
+def test_every_protected_name_is_a_guarded_reference():
+    """A misspelt or renamed entry in PROTECTED would protect nothing, silently."""
+    from attnkit.guard import references  # attnkit imports every module with references
+    from autograder.protect import PROTECTED
+
+    known = references()
+    missing = {a: [n for n in names if n not in known] for a, names in PROTECTED.items()}
+    assert not any(missing.values()), missing
+    assert {"kernel.favor_two_softmax", "kernel.softmax_biased"} <= set(PROTECTED["a3_low_rank_and_kernels"])

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from attnkit import VARIANTS, count_flops, dense_attention, largest_intermediate
-from attnkit.kernel import (RandomFeatures, efficient, efficient_reference, elu_features,
-                            gaussian_features, kernel_attention, linear, linear_recurrent,
-                            linear_reference, orthogonal_gaussian, performer, performer_reference,
-                            positive_features, trig_features)
+from attnkit.kernel import (RandomFeatures, _key_splits, _performer_setup, efficient,
+                            efficient_reference, elu_features, favor_two_softmax, gaussian_features,
+                            kernel_attention, linear, linear_recurrent, linear_reference,
+                            orthogonal_gaussian, performer, performer_reference, positive_features,
+                            softmax_biased, trig_features)
 
 
 def fresh_qkv(B=2, H=3, N=37, M=None, D=5, Dv=None, dtype=torch.float64, scale=1.0):
@@ -190,6 +191,41 @@ def test_performer_reuses_its_draw_of_w_per_seed():
     assert torch.equal(_drawn_features(16, 8, True, 3, q.dtype, q.device), w)
     assert not torch.equal(_drawn_features(16, 8, True, 4, q.dtype, q.device), w)
     assert not torch.allclose(performer(q, k, v, m=16, seed=4), out)
+
+@pytest.mark.parametrize("splits", [1, 2, 4, 8])
+@pytest.mark.parametrize("M, scale", [(64, 1.0), (64, 4.0), (40, 0.3)])
+def test_favor_as_two_softmax_attentions_equals_the_performer(splits, M, scale):
+    """The GPU form of the positive Performer (key side: W's rows attend to the keys with a
+    -|k|²/2 bias; query side: the queries attend to W's rows with a log z bias) equals the
+    eager form for every key split, also where exp(w·k - |k|²/2) spans tens of e-folds."""
+    if M % splits:
+        pytest.skip("the split must divide M")  # 40 keys: only 1, 2, 4, 8 with 8 | 40
+    q, k, v = fresh_qkv(B=2, H=3, N=24, M=M, D=8, Dv=6, scale=scale)
+    qs, ks, w = _performer_setup(q, k, 32, "positive", True, 5, None, None)
+    got = favor_two_softmax(qs, ks, v, w, softmax_biased, splits=splits)
+    torch.testing.assert_close(got, performer(q, k, v, m=32, seed=5), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(got, performer_reference(q, k, v, m=32, seed=5), atol=1e-10, rtol=1e-8)
+
+
+def test_favor_two_softmax_checks_its_split_and_picks_enough_programs():
+    q, k, v = fresh_qkv(N=30, D=4)
+    with pytest.raises(ValueError, match="must divide"):
+        favor_two_softmax(q, k, v, torch.randn(8, 4, dtype=q.dtype), splits=4)
+    big = torch.empty(1, 16, 16384, 64)
+    assert _key_splits(big, big, torch.empty(256, 64)) == 8  # 16 heads x 2 W tiles x 8 = 256 programs
+    assert _key_splits(big[:, :, :1024], big[:, :, :1024], torch.empty(256, 64)) == 1  # short: no split
+    odd = torch.empty(1, 2, 3 * 4096 + 2, 64)
+    assert _key_splits(odd, odd, torch.empty(256, 64)) == 2  # the split must divide M
+
+
+def test_softmax_biased_returns_the_log_sum_exp():
+    q, k, v = fresh_qkv(B=1, H=2, N=5, M=7, D=3)
+    bias = torch.randn(1, 2, 7, dtype=q.dtype)
+    out, lse = softmax_biased(q, k, v, bias)
+    s = q @ k.transpose(-2, -1) + bias.unsqueeze(-2)
+    torch.testing.assert_close(lse, s.exp().sum(-1).log())
+    torch.testing.assert_close(out, dense_attention(q, k, v, mask=bias.unsqueeze(-2), scale=1.0))
+
 
 def test_causal_linear_memory_is_linear_in_N():
     B, H, N, D, chunk = 1, 2, 2048, 16, 64

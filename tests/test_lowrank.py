@@ -137,6 +137,15 @@ def test_memory_is_N_times_k_not_N_squared():
     assert largest_intermediate(compressed, q, k, v, stride=32).numel <= B * H * N * 64
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("fn, reference, kwargs", [CASES[0], CASES[2], CASES[4]])
+def test_gpu_path_through_sdpa_equals_the_dense_form(fn, reference, kwargs):
+    q, k, v = (x.cuda() for x in fresh_qkv(B=1, H=4, N=3000, D=64, dtype=torch.float32))
+    torch.testing.assert_close(fn(q.bfloat16(), k.bfloat16(), v.bfloat16(), **kwargs).float(),
+                               reference(q, k, v, **kwargs), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(fn(q, k, v, **kwargs), reference(q, k, v, **kwargs), atol=1e-4, rtol=1e-4)
+
+
 def test_registry_entries():
     for name in ("linformer", "compressed"):
         assert VARIANTS[name].family == "low rank" and VARIANTS[name].reference is not None

@@ -31,7 +31,7 @@ from typing import Callable, Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend",
+__all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend", "flex_biased",
            "window_mod", "longformer_mod", "table_mod", "clear_cache"]
 
 RECOMPILE_LIMIT = 64
@@ -111,6 +111,27 @@ def flex_attend(q: Tensor, k: Tensor, v: Tensor, *, key: Hashable, mask_mod, sco
     M = k.shape[-2]
     mask = block_mask(key, mask_mod, B if per_head else 1, H if per_head else 1, N, M, q.device)
     return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=mask, scale=scale)
+
+
+def flex_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """Compiled FlexAttention over every key with a per-key bias, and each query's log-sum-exp.
+
+        s_ij = q_i·k_j + bias_j      (scale 1; ``bias`` is ``(B, H, M)``, float32)
+        out_i = Σ_j softmax_j(s_i·) v_j      lse_i = log Σ_j exp(s_ij)   (natural log, float32)
+
+    Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``, ``(B, H, N)``.
+    No block mask (every tile is full); the bias is a captured tensor, so new values reuse the
+    compiled kernel. Used by the Performer's two-softmax form (:mod:`attnkit.kernel`).
+    """
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + bias[b, h, kv_idx]
+
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest
+    except ImportError:  # torch < 2.9: the older keyword
+        return _compiled_flex()(q, k, v, score_mod=score_mod, scale=1.0, return_lse=True)
+    out, aux = _compiled_flex()(q, k, v, score_mod=score_mod, scale=1.0, return_aux=AuxRequest(lse=True))
+    return out, aux.lse
 
 
 # ------------------------------------------------------- mask functions with tensor parameters

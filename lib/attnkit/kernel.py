@@ -41,13 +41,14 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from . import flex
 from .guard import reference
 
 __all__ = [
     "elu_features", "positive_features", "trig_features", "gaussian_features", "orthogonal_gaussian",
     "kernel_attention", "kernel_attention_reference", "linear", "linear_reference",
     "linear_recurrent", "efficient", "efficient_reference", "performer", "performer_reference",
-    "RandomFeatures",
+    "favor_two_softmax", "softmax_biased", "RandomFeatures",
 ]
 
 FeatureMap = Callable[[Tensor], Tensor]
@@ -270,10 +271,15 @@ def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "pos
     ``(m, D)``; ``(m/2, D)`` for trig) is given. Positive features are computed with a per-query
     (and, non-causal, a per-head) shift of the exponent, which cancels in the ratio.
     Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
-    Cost: time O((N + M)·m·(D + Dv)), memory O((N + M)·m + m·Dv); never N×M.
+    Cost: time O((N + M)·m·(D + Dv)), memory O((N + M)·m + m·Dv); never N×M. On CUDA the
+    non-causal positive form (no gradient) runs as two fused softmax attentions
+    (:func:`favor_two_softmax` through FlexAttention): memory O((N + M)·D + m·Dv), no (N, m) tensor.
     Paper: Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794).
     """
     q, k, w = _performer_setup(q, k, m, kind, orthogonal, seed, features, scale)
+    if (kind == "positive" and not causal and flex.use_flex(q)
+            and not any(x.requires_grad for x in (q, k, v, w))):
+        return favor_two_softmax(q, k, v, w, flex.flex_biased, splits=_key_splits(q, k, w))
     if kind == "trig":
         phi_q, phi_k = trig_features(q, w), trig_features(k, w)
     else:
@@ -284,6 +290,73 @@ def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "pos
             log_k = log_k - log_k.amax(dim=(-2, -1), keepdim=True)
         phi_k = torch.exp(log_k)  # the 1/sqrt(m) cancels as well
     return kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk)
+
+
+# FAVOR+ as two softmax attentions: the GPU path of the non-causal positive Performer.
+#
+# With s_fj = w_f·k_j - |k_j|²/2 (feature f, key j) the key side is, for every feature f,
+#     z_f = Σ_j exp(s_fj) = exp(lse_f)        a_f = Σ_j softmax_j(s_f·) v_j = (Σ_j exp(s_fj) v_j) / z_f
+# i.e. attention with the m rows of W as queries, the keys as keys and a bias -|k_j|²/2 per key.
+# The query side drops exp(-|q_i|²/2) (one constant per query: it cancels in the ratio):
+#     out_i = Σ_f exp(w_f·q_i) z_f a_f / Σ_f exp(w_f·q_i) z_f = Σ_f softmax_f(w_f·q_i + lse_f) a_f
+# attention with W as keys, a as values and a bias lse_f per key. Both are fused softmax kernels
+# (FlexAttention on a GPU): the (N, m) feature matrices are never written to memory, and the
+# log-sum-exps replace the max shifts of the eager path. A plain PyTorch FAVOR+ that writes them
+# ran only 1.7x faster than SDPA at N=16384 on an H100 (../shared/NOTES-gpu.md).
+
+@reference  # refuses student callers while grading (attnkit.guard)
+def softmax_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense form of :func:`attnkit.flex.flex_biased`: softmax_j(q_i·k_j + bias_j) v_j, and the lse.
+
+    Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)``, bias ``(B, H, M)`` ->
+    ``(B, H, N, Dv)``, ``(B, H, N)`` (float32, or float64 for float64 inputs). Memory O(N·M).
+    """
+    acc = torch.promote_types(q.dtype, torch.float32)
+    s = q.to(acc) @ k.to(acc).transpose(-2, -1) + bias.to(acc).unsqueeze(-2)  # (B, H, N, M)
+    return (s.softmax(-1) @ v.to(acc)).to(v.dtype), torch.logsumexp(s, dim=-1)
+
+
+def _key_splits(q: Tensor, k: Tensor, w: Tensor, *, min_keys: int = 1024, programs: int = 256) -> int:
+    """How many pieces to cut each head's keys into for the key side (a power of two, <= 16).
+
+    The key side has only m queries (W's rows): B·H·⌈m/128⌉ query tiles, 32 at B=1, H=16, m=256,
+    for an H100's 132 SMs. Cutting the keys into S pieces gives S times as many programs; the
+    pieces are merged with their log-sum-exps. Each piece keeps at least ``min_keys`` keys.
+    """
+    B, H, M = k.shape[0], k.shape[1], k.shape[-2]
+    tiles = B * H * math.ceil(w.shape[0] / 128)
+    S = 1
+    while S < 16 and M % (2 * S) == 0 and M // (2 * S) >= min_keys and tiles * 2 * S <= programs:
+        S *= 2
+    return S
+
+
+@reference  # refuses student callers while grading (attnkit.guard)
+def favor_two_softmax(q: Tensor, k: Tensor, v: Tensor, w: Tensor, attend=softmax_biased, *,
+                      splits: int = 1) -> Tensor:
+    """Non-causal positive-feature Performer computed as two softmax attentions (see above).
+
+    ``q``, ``k`` already scaled by D^(-1/4); ``w`` ``(m, D)``; ``attend(q, k, v, bias)`` returns
+    ``(out, lse)`` (:func:`softmax_biased`, or the fused :func:`attnkit.flex.flex_biased`).
+    ``splits`` S cuts each head's M keys into S pieces (S must divide M), merged by lse.
+    Shapes: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+    Cost with a fused ``attend``: time O((N + M)·m·(D + Dv)), memory O((N + M)·D + S·m·Dv).
+    """
+    B, H, M, D = k.shape
+    Dv, m, S = v.shape[-1], w.shape[0], splits
+    if M % S:
+        raise ValueError(f"favor_two_softmax: splits={S} must divide the number of keys M={M}")
+    w, acc = w.to(q.dtype), torch.promote_types(k.dtype, torch.float32)  # acc: float32 for bf16 inputs
+    key_bias = torch.linalg.vector_norm(k, dim=-1, dtype=acc).square() / -2  # (B, H, M): -|k_j|²/2
+    a_s, lse_s = attend(w.expand(B, H * S, m, D).contiguous(),  # W's rows as queries
+                        k.reshape(B, H * S, M // S, D), v.reshape(B, H * S, M // S, Dv),
+                        key_bias.reshape(B, H * S, M // S))  # (B, H·S, m, Dv), (B, H·S, m)
+    lse_s = lse_s.view(B, H, S, m)
+    lse = torch.logsumexp(lse_s, dim=2)  # (B, H, m): log z_f over all M keys
+    share = torch.exp(lse_s - lse.unsqueeze(2)).unsqueeze(-1)  # (B, H, S, m, 1): piece s's part of z_f
+    a = (share * a_s.view(B, H, S, m, Dv).to(acc)).sum(2)  # (B, H, m, Dv): Σ_j φ(k_j)_f v_j / z_f
+    out, _ = attend(q, w.expand(B, H, m, D).contiguous(), a.to(v.dtype), lse)  # W's rows as keys
+    return out  # (B, H, N, Dv)
 
 
 @reference  # refuses student callers while grading (attnkit.guard)
