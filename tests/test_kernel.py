@@ -210,10 +210,10 @@ def test_favor_two_softmax_checks_its_split_and_picks_enough_programs():
     with pytest.raises(ValueError, match="must divide"):
         favor_two_softmax(q, k, v, torch.randn(8, 4, dtype=q.dtype), splits=4)
     big = torch.empty(1, 16, 16384, 64)
-    assert _key_splits(big, big, torch.empty(256, 64)) == 8  # 16 heads x 2 W tiles x 8 = 256 programs
-    assert _key_splits(big[:, :, :1024], big[:, :, :1024], torch.empty(256, 64)) == 1  # short: no split
+    assert _key_splits(big, torch.empty(256, 64)) == 8  # 16 heads x 2 W tiles x 8 = 256 programs
+    assert _key_splits(big[:, :, :1024], torch.empty(256, 64)) == 1  # short: no split
     odd = torch.empty(1, 2, 3 * 4096 + 2, 64)
-    assert _key_splits(odd, odd, torch.empty(256, 64)) == 2  # the split must divide M
+    assert _key_splits(odd, torch.empty(256, 64)) == 2  # the split must divide M
 
 
 def test_softmax_biased_returns_the_log_sum_exp():

@@ -279,7 +279,7 @@ def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "pos
     q, k, w = _performer_setup(q, k, m, kind, orthogonal, seed, features, scale)
     if (kind == "positive" and not causal and flex.use_flex(q)
             and not any(x.requires_grad for x in (q, k, v, w))):
-        return favor_two_softmax(q, k, v, w, flex.flex_biased, splits=_key_splits(q, k, w))
+        return favor_two_softmax(q, k, v, w, flex.flex_biased, splits=_key_splits(k, w))
     if kind == "trig":
         phi_q, phi_k = trig_features(q, w), trig_features(k, w)
     else:
@@ -316,7 +316,7 @@ def softmax_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tenso
     return (s.softmax(-1) @ v.to(acc)).to(v.dtype), torch.logsumexp(s, dim=-1)
 
 
-def _key_splits(q: Tensor, k: Tensor, w: Tensor, *, min_keys: int = 1024, programs: int = 256) -> int:
+def _key_splits(k: Tensor, w: Tensor, *, min_keys: int = 1024, programs: int = 256) -> int:
     """How many pieces to cut each head's keys into for the key side (a power of two, <= 16).
 
     The key side has only m queries (W's rows): B·H·⌈m/128⌉ query tiles, 32 at B=1, H=16, m=256,
