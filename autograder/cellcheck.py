@@ -13,7 +13,7 @@ changed what they may not change:
 - locked cells (tests, provided helpers) that were edited or deleted are put back from the
   release, in place (nbgrader then restores the hidden tests from the gradebook);
 - a missing or retyped answer cell is named; a notebook holding none of the assignment's
-  cells is refused (:class:`autograder.preflight.Refused`).
+  cells is reported (``preflight.sanitize`` refuses it).
 """
 from __future__ import annotations
 
@@ -21,27 +21,26 @@ import copy
 import json
 import re
 
-from .preflight import Refused, _nbgrader, _set_type
+from .cells import grade_id, is_grade, is_solution, nbgrader_meta, set_type
 
 __all__ = ["check_nbgrader_cells"]
 
 
-def _kind(meta: dict) -> str:
-    if meta.get("grade") and not meta.get("solution"):
-        return "grade cell"
-    if meta.get("solution"):
+def _kind(cell) -> str:
+    if is_solution(cell):
         return "answer cell"
-    return "locked cell"
+    return "grade cell" if is_grade(cell) else "locked cell"
 
 
 def _names(ids: list[str]) -> str:
     return ", ".join(f"'{g}'" for g in ids)
 
 
-def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> dict:
-    """Duplicated, edited, deleted and foreign nbgrader cells, against the release (step 6)."""
-    ref = [(c.metadata["nbgrader"]["grade_id"], c) for c in release.cells
-           if c.metadata.get("nbgrader", {}).get("grade_id")]
+def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> bool:
+    """Repair duplicated, edited, deleted and foreign nbgrader cells of ``nb`` (in place) against
+    the release, noting each repair in ``notes``; False when ``nb`` holds none of the release's
+    nbgrader cells (nothing to grade)."""
+    ref = [(grade_id(c), c) for c in release.cells if grade_id(c)]
     order = {gid: i for i, (gid, _) in enumerate(ref)}
     ref_cells = dict(ref)
     cells = nb["cells"]
@@ -61,24 +60,22 @@ def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> dict:
             elif isinstance(meta, dict) and (meta.get("grade") or meta.get("solution")):
                 foreign.append(f"#{i + 1}")
     if not by_id:
-        raise Refused("none of the assignment's answer or test cells is in this notebook "
-                      "(is it the notebook of another assignment?)")
+        return False
     if foreign:
         notes.append(f"nbgrader cells not in the assignment treated as ordinary cells: "
                      f"{_names(foreign)}")
     copies: dict[str, list[str]] = {}
     for gid, places in by_id.items():
         if len(places) > 1:
-            k = next(j for j, c in enumerate(release.cells)
-                     if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+            k = next(j for j, c in enumerate(release.cells) if grade_id(c) == gid)
             anchor = _after(cells, release.cells, k)
             keep = min(places, key=lambda i: _misplacement(cells, i, gid, order, ref_cells, anchor))
             for i in places:
                 if i != keep:
                     del cells[i]["metadata"]["nbgrader"]
-                    kind = _kind(ref_cells[gid].metadata.nbgrader)
+                    kind = _kind(ref_cells[gid])
                     if kind != "answer cell" and cells[i]["source"] == ref_cells[gid].source:
-                        _set_type(cells[i], "raw")  # an unchanged copy of a test: not run twice
+                        set_type(cells[i], "raw")  # an unchanged copy of a test: not run twice
                     copies.setdefault(kind, []).append(gid)
             by_id[gid] = [keep]
     for kind, ids in copies.items():
@@ -87,14 +84,14 @@ def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> dict:
     edited, retyped, meta_changed = [], [], []
     for gid, (i,) in by_id.items():
         cell, want = cells[i], ref_cells[gid]
-        meta = want.metadata.nbgrader
+        meta = nbgrader_meta(want)
         if cell["metadata"]["nbgrader"] != meta:
             meta_changed.append(gid)
             cell["metadata"]["nbgrader"] = copy.deepcopy(dict(meta))
         if cell["cell_type"] != want.cell_type:
-            _set_type(cell, want.cell_type)
-            (retyped if meta.get("solution") else edited).append(gid)
-        if not meta.get("solution") and cell["source"] != want.source:
+            set_type(cell, want.cell_type)
+            (retyped if is_solution(want) else edited).append(gid)
+        if not is_solution(want) and cell["source"] != want.source:
             cell["source"] = want.source
             if gid not in edited:
                 edited.append(gid)
@@ -110,12 +107,12 @@ def check_nbgrader_cells(nb: dict, release, notes: list[str]) -> dict:
     if missing:
         notes.append(("answer cell " if len(missing) == 1 else "answer cells ")
                      + _names(missing) + " missing (deleted, or its nbgrader metadata removed)")
-    return nb
+    return True
 
 
 def _note_restored(notes: list[str], how: str, ids: list[str], ref_cells) -> None:
     for kind in ("grade cell", "locked cell"):
-        these = [g for g in ids if _kind(ref_cells[g].metadata.nbgrader) == kind]
+        these = [g for g in ids if _kind(ref_cells[g]) == kind]
         if len(these) == 1:
             notes.append(f"{kind} '{these[0]}' was {how} by the student; the original was restored")
         elif these:
@@ -132,8 +129,8 @@ def _misplacement(cells: list[dict], i: int, gid: str, order: dict, ref_cells,
     whether its source differs from the release's; then the index (the first wins ties).
     """
     source_differs = cells[i]["source"] != ref_cells[gid].source
-    before = {_nbgrader(c).get("grade_id") for c in cells[:i]}
-    after = {_nbgrader(c).get("grade_id") for c in cells[i + 1:]}
+    before = {grade_id(c) for c in cells[:i]}
+    after = {grade_id(c) for c in cells[i + 1:]}
     wrong = sum(1 for g in before if g in order and order[g] > order[gid]) + \
         sum(1 for g in after if g in order and order[g] < order[gid])
     return (wrong, abs(i - anchor), source_differs, i)
@@ -143,16 +140,16 @@ def _restore_deleted(cells: list[dict], release_cells, by_id) -> tuple[list[str]
     """Put back deleted locked cells where the release has them; list missing answer cells."""
     deleted, missing = [], []
     for k, want in enumerate(release_cells):
-        gid = want.metadata.get("nbgrader", {}).get("grade_id")
+        gid = grade_id(want)
         if not gid or gid in by_id:
             continue
-        if want.metadata.nbgrader.get("solution"):
+        if is_solution(want):
             missing.append(gid)
             continue
         where = _after(cells, release_cells, k)
         cell = json.loads(json.dumps(want))
         cell["id"] = _free_id(cells, cell.get("id") or gid)
-        _set_type(cell, cell["cell_type"])
+        set_type(cell, cell["cell_type"])
         cells.insert(where, cell)
         by_id[gid] = (where,)
         deleted.append(gid)
@@ -164,11 +161,11 @@ def _after(cells: list[dict], release_cells, k: int) -> int:
     (an nbgrader cell by its grade id, another cell by its type and text), else first."""
     for j in range(k - 1, -1, -1):
         want = release_cells[j]
-        gid = want.metadata.get("nbgrader", {}).get("grade_id")
+        gid = grade_id(want)
         for i, cell in enumerate(cells):
-            if (_nbgrader(cell).get("grade_id") == gid if gid else
+            if (grade_id(cell) == gid if gid else
                     (cell["cell_type"] == want.cell_type and cell["source"] == want.source
-                     and not _nbgrader(cell))):
+                     and not nbgrader_meta(cell))):
                 return i + 1
     return 0
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from .limits import Limits
+
 COURSE_ID = "attnkit"
 KERNEL_NAME = "python3"
 
@@ -69,15 +71,14 @@ c.SandboxKernelManager.processes = {processes!r}  # processes + threads
 
 
 def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
-                course_id: str = COURSE_ID, unsafe: bool = False, limits=None) -> str:
+                course_id: str = COURSE_ID, unsafe: bool = False,
+                limits: Limits | None = None) -> str:
     """The contents of ``nbgrader_config.py`` for a course directory at ``root``.
 
-    ``limits`` (``sandbox.Limits``; default ``sandbox.default_limits(timeout)``) bound the
-    sandboxed kernel; ``unsafe`` runs the plain kernel instead (no isolation).
+    ``limits`` (default ``Limits.for_cell_timeout(timeout)``) bound the sandboxed kernel;
+    ``unsafe`` runs the plain kernel instead (no isolation).
     """
-    from .sandbox import default_limits
-
-    limits = limits or default_limits(timeout)
+    limits = limits or Limits.for_cell_timeout(timeout)
     manager = ("jupyter_client.manager.AsyncKernelManager" if unsafe
                else "autograder.sandbox.SandboxKernelManager")
     return _TEMPLATE.format(root=str(root), course_id=course_id, db_url=db_url,

@@ -1,9 +1,9 @@
 """Spreading submissions over worker processes or a Dask cluster; one gradebook writer.
 
-The unit of work is :func:`grade_submission` ``(stage, task) -> Graded``: one student's
+The unit of work is ``job.grade_submission`` ``(stage, task) -> Graded``: one student's
 submission, graded from plain data in a private *staging area* (a throw-away nbgrader course
-directory with its own scratch SQLite gradebook), returned as plain data. Every way of running
-it calls that same function:
+directory with its own scratch SQLite gradebook), returned as plain data (``job.py``). Every way
+of running it calls that same function:
 
 - ``workers == 1``: in this process, one submission after the other;
 - ``workers == N``: in N spawned local processes (``concurrent.futures.ProcessPoolExecutor``);
@@ -22,7 +22,7 @@ Why the stage is data, not a path: a Dask worker on another machine shares no fo
 parent. :func:`prepare` runs nbgrader's ``generate_assignment`` once into a template course
 (``out/work/template``) and packs its ``source/`` and ``release/`` folders, its scratch
 gradebook (the assignment, its cells and checksums) and the main course's
-``nbgrader_config.py`` into a :class:`Stage`.
+``nbgrader_config.py`` into a ``job.Stage``.
 A job unpacks it into a fresh staging folder; the staging ``nbgrader_config.py`` loads the main
 one and overrides only the course root and the gradebook URL, so every other setting (time
 limits, sandbox, stderr patterns) is the same as in the main course. Dask workers must run the
@@ -43,157 +43,21 @@ yet finished are failed with a note; the next run retries them, like any failed 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gradebook as gbk
 from .config import make_api, nbgrader_session
+from .job import (COURSE_FOLDERS, Graded, Stage, StudentResult, Task, feedback_page,
+                  grade_submission, write_files, write_staging_config)
 from .release import generate_assignment
 from .submissions import Submission
 
 WORK = "work"  # out/work: the parent's template and the local staging areas
-_FOLDERS = ("submitted", "autograded", "feedback")  # per-student folders of a course tree
 
-_STAGING_CONFIG = '''\
-"""An attnkit staging area: the main course's settings, its own root and gradebook."""
-c = get_config()  # noqa: F821
-load_subconfig("base_config.py")  # noqa: F821  (the main course's nbgrader_config.py)
-c.CourseDirectory.root = {root!r}
-c.CourseDirectory.db_url = {db_url!r}
-c.Exchange.root = {exchange!r}
-'''
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Everything a job needs besides the submission, as plain data (it travels to Dask workers).
-
-    ``files``: course-relative path -> bytes of the template course (``source/<a>/...``,
-    ``release/<a>/...`` and ``gradebook.db``, the scratch gradebook after
-    ``generate_assignment``); ``config``: the text
-    of the main course's ``nbgrader_config.py``; ``scratch``: the folder to stage in ('' = the
-    system temporary folder).
-    """
-
-    assignment: str
-    config: str
-    files: dict[str, bytes]
-    parts: list[tuple[str, float]]
-    show_hidden: bool = False
-    scratch: str = ""
-
-
-@dataclass(frozen=True)
-class Task:
-    """One student's submission as data: the ``Submission`` and its notebook's bytes."""
-
-    sub: Submission
-    notebook: bytes | None = None
-    timestamp: bytes | None = None
-
-    @classmethod
-    def of(cls, sub: Submission) -> "Task":
-        """Read the notebook, and ``timestamp.txt`` beside it when it is a valid one."""
-        from .preflight import read_timestamp
-
-        if sub.problem or sub.notebook is None:
-            return cls(sub)
-        stamp, note = read_timestamp(sub.notebook.parent)  # never follows a link
-        if note:
-            sub = dataclasses.replace(sub, note="; ".join(filter(None, [sub.note, note])))
-        return cls(sub, sub.notebook.read_bytes(),
-                   None if stamp is None else (stamp + "\n").encode())
-
-
-@dataclass
-class Graded:
-    """What a job returns: the result, the gradebook record, the files for the course tree.
-
-    ``record`` is ``gradebook.read_submission``'s dict (None: the submission failed);
-    ``files`` maps course-relative paths (``submitted/<s>/<a>/...``, ``autograded/...``,
-    ``feedback/...``) to bytes; ``log`` is nbgrader's log of this job.
-    """
-
-    result: object  # pipeline.StudentResult (not imported here: pipeline imports this module)
-    record: dict | None = None
-    files: dict[str, bytes] = field(default_factory=dict)
-    log: str = ""
-
-
-# ---------------------------------------------------------------- the job (runs anywhere)
-
-def _unpack(stage: Stage, staging: Path) -> tuple[Path, str]:
-    """Write the template course into ``staging/course``; return its root and gradebook URL."""
-    root = staging / "course"
-    for rel, data in stage.files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    db_url = f"sqlite:///{root / 'gradebook.db'}"
-    (root / "base_config.py").write_text(stage.config)
-    (root / "nbgrader_config.py").write_text(_STAGING_CONFIG.format(
-        root=str(root), db_url=db_url, exchange=str(root / "exchange")))
-    return root, db_url
-
-
-def _course_files(root: Path, student: str, assignment: str) -> dict[str, bytes]:
-    """The student's submitted, autograded and feedback files, by course-relative path."""
-    files = {}
-    for folder in _FOLDERS:
-        base = root / folder / student / assignment
-        if base.is_dir():
-            for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
-                files[str(path.relative_to(root))] = path.read_bytes()
-    return files
-
-
-def grade_submission(stage: Stage, task: Task) -> Graded:
-    """Grade one submission in a private staging area and return the outcome as data.
-
-    The one job of every kind of run (serial, local workers, Dask). It never touches the real
-    gradebook or the main course; the staging area is removed before it returns.
-    """
-    from .pipeline import StudentResult, _grade_one
-
-    start = time.perf_counter()
-    sub = task.sub
-    if sub.problem or task.notebook is None:
-        notes = "; ".join(filter(None, [sub.problem or "no notebook (.ipynb) found", sub.note]))
-        return Graded(StudentResult(sub.student, "failed", notes=notes))
-    parent = Path(stage.scratch) if stage.scratch else Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"attnkit-stage-{sub.student}-", dir=parent))
-    try:
-        root, db_url = _unpack(stage, staging)
-        incoming = staging / "incoming" / sub.student
-        incoming.mkdir(parents=True)
-        notebook = incoming / sub.notebook.name
-        notebook.write_bytes(task.notebook)
-        if task.timestamp is not None:
-            (incoming / "timestamp.txt").write_bytes(task.timestamp)
-        local = dataclasses.replace(sub, notebook=notebook)
-        log_path = staging / "grading.log"
-        with nbgrader_session(log_path):
-            result = _grade_one(make_api(root), root, staging, stage.assignment, local, db_url,
-                                stage.parts, stage.show_hidden)
-        graded = Graded(result, log=log_path.read_text(errors="replace"))
-        if result.status == "graded":
-            graded.record = gbk.read_submission(db_url, stage.assignment, sub.student)
-            graded.files = _course_files(root, sub.student, stage.assignment)
-        result.seconds = time.perf_counter() - start
-        return graded
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- the parent
 
 def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool = False,
             local: bool = True) -> Stage:
@@ -208,10 +72,7 @@ def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool 
     (template / "source").mkdir(parents=True)
     shutil.copytree(root / "source" / assignment, template / "source" / assignment)
     config = (root / "nbgrader_config.py").read_text()
-    (template / "base_config.py").write_text(config)
-    db_url = f"sqlite:///{template / 'gradebook.db'}"
-    (template / "nbgrader_config.py").write_text(_STAGING_CONFIG.format(
-        root=str(template), db_url=db_url, exchange=str(template / "exchange")))
+    write_staging_config(template, config)
     with nbgrader_session(Path(out) / "grading.log"):
         generate_assignment(make_api(template), assignment)
     files = {str(p.relative_to(template)): p.read_bytes()
@@ -228,8 +89,8 @@ def cleanup(out: Path) -> None:
     shutil.rmtree(Path(out) / WORK, ignore_errors=True)
 
 
-def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str):
-    """Write one job's outcome into the main course and gradebook; return its StudentResult.
+def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str) -> StudentResult:
+    """Write one job's outcome into the main course and gradebook; return its result.
 
     Files first (the student's folders are replaced), then the gradebook in one transaction;
     the caller records the student in ``state.json`` last. A run killed anywhere in between
@@ -237,25 +98,17 @@ def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str):
     both (``gradebook.store`` updates rows in place: no duplicates).
     """
     res = graded.result
-    for folder in _FOLDERS:
+    for folder in COURSE_FOLDERS:
         shutil.rmtree(root / folder / res.student / assignment, ignore_errors=True)
     feedback = Path(out) / "feedback" / res.student / f"{assignment}.html"
     feedback.unlink(missing_ok=True)
-    for rel, data in graded.files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    html = root / "feedback" / res.student / assignment / f"{assignment}.html"
+    write_files(root, graded.files)
+    html = feedback_page(root, assignment, res.student)
     if html.exists():
         feedback.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(html, feedback)
     gbk.store(db_url, assignment, res.student, graded.record)
     return res
-
-
-def _failed(task: Task, reason: str) -> Graded:
-    from .pipeline import StudentResult
-    return Graded(StudentResult(task.sub.student, "failed", notes=reason))
 
 
 def results(stage: Stage, subs: list[Submission], *, workers: int = 1,
@@ -291,9 +144,9 @@ def _in_processes(stage: Stage, tasks: list[Task], workers: int):
             try:
                 yield future.result()
             except BrokenProcessPool:
-                yield _failed(task, "the grading worker process died (re-run to retry)")
+                yield Graded.failed(task.sub.student, "the grading worker process died (re-run to retry)")
             except Exception as exc:  # a bug in one job must not stop the others
-                yield _failed(task, f"grading error: {type(exc).__name__}: {exc}")
+                yield Graded.failed(task.sub.student, f"grading error: {type(exc).__name__}: {exc}")
     except BaseException:  # Ctrl-C, or the consumer stopped early: stop the workers now
         _terminate(pool)
         raise
@@ -335,58 +188,10 @@ def _on_dask(stage: Stage, tasks: list[Task], scheduler: str):
                 try:
                     yield future.result()
                 except Exception as exc:  # the job raised, or its worker died (KilledWorker)
-                    yield _failed(task, "grading error on the cluster: "
-                                        f"{type(exc).__name__}: {exc}")
+                    yield Graded.failed(task.sub.student, "grading error on the cluster: "
+                                                          f"{type(exc).__name__}: {exc}")
         except BaseException:
             client.cancel(list(futures))
             raise
     finally:
         client.close()
-
-
-# ---------------------------------------------------------------- progress
-
-class Progress:
-    """A live count of graded / failed / flagged submissions while a run goes on.
-
-    On a terminal (``stream.isatty()``) a tqdm bar with the counts; elsewhere (logs, CI, pipes)
-    one plain line per student with the counts so far. ``flagged``: the result has ``flags``.
-    """
-
-    def __init__(self, stream=None, bar: bool | None = None):
-        self.stream = stream or sys.stdout
-        self.bar = self.stream.isatty() if bar is None else bar
-        self.total = self.done = self.graded = self.failed = self.flagged = 0
-        self._tqdm = None
-
-    def start(self, total: int, label: str = "grading") -> None:
-        self.total, self.done = total, 0
-        self.graded = self.failed = self.flagged = 0
-        if self.bar:
-            from tqdm import tqdm
-            self._tqdm = tqdm(total=total, desc=label, unit="sub", file=self.stream,
-                              dynamic_ncols=True, leave=True)
-
-    def counts(self) -> str:
-        return f"{self.graded} graded, {self.failed} failed, {self.flagged} flagged"
-
-    def update(self, result) -> None:
-        self.done += 1
-        if result.status == "graded":
-            self.graded += 1
-        else:
-            self.failed += 1
-        self.flagged += bool(getattr(result, "flags", None))
-        line = "  " + result.line()
-        if self._tqdm is not None:
-            self._tqdm.write(line, file=self.stream)
-            self._tqdm.set_postfix_str(self.counts(), refresh=False)
-            self._tqdm.update(1)
-        else:
-            print(f"{line}  [{self.done}/{self.total}: {self.counts()}]", file=self.stream,
-                  flush=True)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-            self._tqdm = None

@@ -21,15 +21,13 @@ What happened (restarts, skipped cells and why, cells not run) goes into
 notebook (one entry per notebook), which the pipeline reads for its report. The kernel cannot
 forge it: the file is created before the kernel starts and the sandbox mounts it read-only.
 
-If ``autograder/protect.py`` exists (the in-kernel guard), each run calls
-``protect.prepare(nb, resources)`` on a fresh copy of the original notebook before executing
-and ``protect.finish(nb, resources)`` once after the last run.
+The in-kernel guard (``protect.py``) goes around every run: ``protect.prepare(nb, resources)`` on
+a fresh copy of the original notebook before executing, and ``protect.finish(nb, resources)``
+once after the last run.
 """
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -41,6 +39,9 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Integer, Type, Unicode
 
+from . import protect
+from .cells import grade_id
+from .limits import DEFAULT_LIMITS
 from .sandbox import SandboxKernelManager
 
 SIDECAR = ".attnkit-execution.json"
@@ -51,13 +52,6 @@ def _error(ename: str, text: str) -> NotebookNode:
     """An error output (nbgrader scores a grade cell with one 0)."""
     return NotebookNode(output_type="error", ename=ename, evalue=text,
                         traceback=[f"\x1b[0;31m{ename}\x1b[0m: {text}"])
-
-
-def _protect():
-    """``autograder.protect`` if that module exists (written by the guard), else ``None``."""
-    if importlib.util.find_spec(f"{__package__}.protect") is None:
-        return None
-    return importlib.import_module(f"{__package__}.protect")
 
 
 # Seconds the guard's install cell (protect.prepare) may take, whatever the per-cell limit.
@@ -71,8 +65,8 @@ class ResilientExecute(Execute):
         SandboxKernelManager, klass="jupyter_client.KernelManager",
         help="the sandbox; AsyncKernelManager for --unsafe").tag(config=True)
     notebook_timeout = Integer(
-        900, allow_none=True, help="seconds for the whole notebook, restarts included",
-    ).tag(config=True)
+        DEFAULT_LIMITS.notebook_timeout, allow_none=True,
+        help="seconds for the whole notebook, restarts included").tag(config=True)
     max_restarts = Integer(
         3, help="kernel restarts before the remaining cells are given up").tag(config=True)
     iopub_timeout = Integer(
@@ -97,7 +91,6 @@ class ResilientExecute(Execute):
         if sidecar and not os.path.isfile(sidecar):
             with open(sidecar, "w") as f:  # exists before the kernel: mounted read-only in it
                 f.write("{}\n")
-        protect = _protect()
         original = copy.deepcopy(nb)
         for i, cell in enumerate(original.cells):
             cell.metadata[_KEY] = i
@@ -106,17 +99,14 @@ class ResilientExecute(Execute):
                   "restarts": 0, "skipped": [], "not_run": 0, "timed_out": False,
                   "notebook_timeout": self.notebook_timeout}
         while True:
-            work = copy.deepcopy(original)
-            if protect is not None:
-                work = protect.prepare(work, resources)
+            work = protect.prepare(copy.deepcopy(original), resources)
             failure = self._run(work, resources, skip, km)
             if failure is None:
                 break
             index, ename, why = failure
-            cell = original.cells[index]
             skip[index] = (ename, why)
-            record["skipped"].append({"cell": index, "grade_id": cell.metadata.get(
-                "nbgrader", {}).get("grade_id"), "reason": why})
+            record["skipped"].append({"cell": index, "grade_id": grade_id(original.cells[index]),
+                                      "reason": why})
             if record["restarts"] >= self.max_restarts or self._out_of_time():
                 at = next(i for i, c in enumerate(work.cells) if c.metadata.get(_KEY) == index)
                 self._give_up(work, at + 1, "not run: " + (
@@ -135,8 +125,7 @@ class ResilientExecute(Execute):
         record["seconds"] = round(time.monotonic() - start, 2)
         for cell in work.cells:
             cell.metadata.pop(_KEY, None)
-        if protect is not None:
-            work = protect.finish(work, resources)
+        work = protect.finish(work, resources)
         resources["attnkit_execution"] = record
         if sidecar:
             self._write_sidecar(sidecar, resources, record)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import nbformat
 
+from .cells import is_grade
+
 HIDDEN_RE = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n(.*?)^[ \t]*### END HIDDEN TESTS[ \t]*$",
                        re.MULTILINE | re.DOTALL)
 
@@ -36,8 +38,7 @@ def _placeholder(match: re.Match) -> str:
 def redact(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Remove hidden-test source and traceback frames from the grade cells of ``nb`` (in place)."""
     for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade"):
+        if cell.cell_type != "code" or not is_grade(cell):
             continue
         if not HIDDEN_RE.search(cell.source):
             continue

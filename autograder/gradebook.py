@@ -51,17 +51,6 @@ def _gradebook(db_url: str):
     return Gradebook(db_url, COURSE_ID)
 
 
-def discard_submission(db_url: str, assignment: str, student: str) -> None:
-    """Make sure ``student`` exists and has no submission (so it exports as 0)."""
-    from nbgrader.api import MissingEntry
-    with _gradebook(db_url) as gb:
-        gb.update_or_create_student(student)
-        try:
-            gb.remove_submission(assignment, student)
-        except MissingEntry:
-            pass
-
-
 def read_submission(db_url: str, assignment: str, student: str) -> dict:
     """What autograde wrote for ``student``'s submission, as plain data for :func:`store`.
 

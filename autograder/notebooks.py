@@ -13,6 +13,9 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+from jupytext.cell_metadata import text_to_metadata
+
+from .cells import grade_id, nbgrader_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "course"
@@ -22,9 +25,51 @@ ASSIGNMENTS = ROOT / "assignments"
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
+class SourceError(ValueError):
+    """A ``py:percent`` source that would not build the notebook its author wrote."""
+
+
+# jupytext's py:percent cell header (its own pattern): ``# %%`` (also ``#%%``, indented), then
+# options and metadata.
+_CELL_HEADER = re.compile(r"^\s*#\s*%%%*(\s.*)$")
+_NBGRADER_KEY = re.compile(r"\bnbgrader\s*=")
+
+
+def check_cell_headers(text: str, path: str | Path = "<source>") -> None:
+    """Refuse ``nbgrader=`` metadata anywhere but on a well-formed ``# %%`` cell header.
+
+    jupytext reads ``# % nbgrader={...}`` (one percent sign) or ``# nbgrader={...}`` as a plain
+    comment inside the cell above: the lock it was meant to set silently disappears, and the code
+    below it joins that cell (in a student notebook, the answer cell). Metadata on a real header
+    that is not valid JSON would be dropped the same way. Raises ``SourceError`` naming every
+    offending ``path:line``.
+    """
+    problems = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.lstrip().startswith("#") or not _NBGRADER_KEY.search(line):
+            continue
+        header = _CELL_HEADER.match(line)
+        if header is None:
+            problems.append(f"{path}:{lineno}: nbgrader metadata outside a `# %%` cell header "
+                            f"({line.strip()[:48]!r}...): jupytext reads it as a comment, so the code "
+                            "below it joins the cell above instead of becoming a cell with this "
+                            "metadata. Start the line with `# %% nbgrader=`.")
+        elif "nbgrader" not in text_to_metadata(header.group(1), allow_title=True)[1]:
+            problems.append(f"{path}:{lineno}: the nbgrader metadata on this cell header is not "
+                            "valid JSON (jupytext would drop it).")
+    if problems:
+        raise SourceError("refusing a notebook source with misplaced nbgrader metadata:\n  "
+                          + "\n  ".join(problems))
+
+
 def read_source(path: Path) -> nbformat.NotebookNode:
-    """Read a ``py:percent`` source as an nbformat v4 notebook with no outputs."""
-    nb = jupytext.read(path, fmt="py:percent")
+    """Read a ``py:percent`` source as an nbformat v4 notebook with no outputs.
+
+    Raises ``SourceError`` when nbgrader metadata is not on a ``# %%`` header (``check_cell_headers``).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    check_cell_headers(text, path)
+    nb = jupytext.reads(text, fmt="py:percent")
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
@@ -39,7 +84,7 @@ def stable_ids(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Give cells ids that do not change between builds: the grade id, else a content hash."""
     used: set[str] = set()
     for cell in nb.cells:
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        gid = grade_id(cell)
         base = re.sub(r"[^A-Za-z0-9_-]", "-", gid)[:56] if gid else \
             hashlib.sha1(f"{cell.cell_type}\0{cell.source}".encode()).hexdigest()[:10]
         cid, n = base, 1
@@ -80,5 +125,4 @@ def build_course() -> list[Path]:
 
 def comparable(nb: nbformat.NotebookNode) -> list[tuple]:
     """What must match between a built notebook and a committed one: cell types, sources, metadata."""
-    return [(c.cell_type, c.source, dict(c.get("metadata", {}).get("nbgrader", {})))
-            for c in nb.cells]
+    return [(c.cell_type, c.source, dict(nbgrader_meta(c))) for c in nb.cells]

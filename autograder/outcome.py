@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 
+from .cells import grade_id, is_grade
 from .gradebook import CellScore
 
 
@@ -36,13 +37,12 @@ def describe_notebook(path: Path, parts: list[tuple[str, float]],
     nb = nbformat.read(str(path), as_version=4)
     errors, stderr = [], []
     for i, cell in enumerate(nb.cells):
-        meta = cell.metadata.get("nbgrader", {})
-        label = meta.get("grade_id") or f"#{i + 1} (added)"
+        label = grade_id(cell) or f"#{i + 1} (added)"
         outputs = cell.get("outputs", [])
         names = [o.get("ename", "") for o in outputs if o.output_type == "error"]
         if names:
             errors.append(("CellTimeoutError" if "CellTimeoutError" in names else names[0], label))
-        elif meta.get("grade") and any(o.get("name") == "stderr" for o in outputs):
+        elif is_grade(cell) and any(o.get("name") == "stderr" for o in outputs):
             stderr.append(label)  # nbgrader scores a grade cell with stderr output 0
     notes = []
     if errors:

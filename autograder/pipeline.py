@@ -1,4 +1,4 @@
-"""Grading submissions with nbgrader (releasing is in ``release.py``, re-exported here).
+"""Grading submissions with nbgrader: stage, plan, run, export (releasing is in ``release.py``).
 
 ``grade(assignment, submissions, out)`` stages a course directory at ``out/course/``
 (``nbgrader_config.py``, gradebook at ``out/gradebook.db`` unless a ``db_url`` is given), runs
@@ -20,22 +20,24 @@ re-grades everyone. A student being graded when a run is interrupted is graded a
 time. Grades live only in the gradebook (nbgrader updates its rows in place, so there are no
 duplicates), and the CSVs and the report are rebuilt from it on every run.
 
-Workers and clusters (``dispatch.py``): every submission is autograded in a staging area of
-its own (a scratch course and SQLite gradebook), in this process (``workers=1``), in
-``workers`` local processes, or on the Dask cluster at ``scheduler``; this process alone
-writes each result into the real gradebook, in one transaction per student, then records it
-in ``state.json``. A run stopped anywhere (Ctrl-C, SIGKILL) keeps what was recorded; the next
-run grades the rest.
+Workers and clusters (``dispatch.py``): every submission is autograded by the same job
+(``job.py``) in a staging area of its own (a scratch course and SQLite gradebook), in this
+process (``workers=1``), in ``workers`` local processes, or on the Dask cluster at
+``scheduler``; this process alone writes each result into the real gradebook, in one
+transaction per student, then records it in ``state.json``. A run stopped anywhere (Ctrl-C,
+SIGKILL) keeps what was recorded; the next run grades the rest.
+
+``grade`` goes through four stages, one function each: ``_stage`` (the nbgrader course and the
+settings the grades depend on), ``_plan`` (which students are kept from an earlier run, which are
+to grade), ``_run`` (grade, commit and record each student as the results come) and ``_export``
+(CSV files and the report, from the gradebook).
 """
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
 import os
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,48 +48,16 @@ from . import dispatch
 from . import gradebook as gbk
 from .assignments import spec_for
 from .config import make_api, nbgrader_session, write_config
-from .execute import read_sidecar
-from .protect import read_flags
-from .execute import summary as execution_summary
-from .feedback import hidden_tests_redacted
+from .job import StudentResult
+from .limits import Limits
 from .notebooks import solution_source
-from .outcome import describe_notebook, failure_reason
-from .preflight import read_timestamp, release_reference, sanitize
-from .release import (PipelineError, generate_assignment, grade_ids,  # noqa: F401
-                      release, release_notebook, stage_course)
-from .sandbox import Limits, default_limits, probe
+from .release import PipelineError, generate_assignment, grade_ids, stage_course
+from .report import write_report
+from .sandbox import probe
 from .submissions import Submission, collect
-
-# Preflight notes that say the student changed what they may not change (preflight.py).
-_TAMPERED = re.compile(r"(were|was) (edited|deleted) by the student|nbgrader metadata of .* did not match")
 
 # Bump when a change to the pipeline should re-grade submissions that state.json calls unchanged.
 STATE_VERSION = 2
-
-
-@dataclass
-class StudentResult:
-    """The outcome for one student: ``status`` is ``graded`` or ``failed`` (scored 0)."""
-
-    student: str
-    status: str
-    notes: str = ""
-    sha256: str = ""
-    seconds: float = 0.0
-    score: float = 0.0
-    max_score: float = 0.0
-    cached: bool = False
-    flags: list[str] = field(default_factory=list)  # why the submission needs a human look
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.flags)
-
-    def line(self) -> str:
-        how = "unchanged, kept" if self.cached else f"{self.seconds:.1f} s"
-        text = f"{self.student}: {self.status} {self.score:g}/{self.max_score:g} ({how})"
-        text += f" - {self.notes}" if self.notes else ""
-        return text + (f" [FLAGGED: {'; '.join(self.flags)}]" if self.flags else "")
 
 
 @dataclass
@@ -106,8 +76,26 @@ class GradeRun:
         return sum(points for _, points in self.parts)
 
 
+@dataclass(frozen=True)
+class _Course:
+    """The nbgrader course staged for one run (at ``out/course``) and what its grades depend on."""
+
+    assignment: str
+    out: Path
+    db_url: str
+    parts: list[tuple[str, float]]  # (grade_id, points) of every grade cell
+    show_hidden: bool
+    settings: dict  # state.json keeps grades only while these stay the same
+
+    @property
+    def root(self) -> Path:
+        return self.out / "course"
+
+
 class _State:
     """``out/state.json``: per student, the notebook hash and outcome of the last grading."""
+
+    FIELDS = ("student", "status", "notes", "sha256", "seconds", "flags")
 
     def __init__(self, path: Path, settings: dict):
         self.path, self.settings = path, settings
@@ -116,75 +104,16 @@ class _State:
         self.students: dict[str, dict] = data.get("students", {}) if same else {}
         self.fresh = not same
 
+    def record(self, res: StudentResult) -> None:
+        """Remember ``res`` (written at once: a run stopped later keeps it)."""
+        self.students[res.student] = {k: v for k, v in asdict(res).items() if k in self.FIELDS}
+        self.save()
+
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "students": self.students},
                                   indent=1, sort_keys=True))
         os.replace(tmp, self.path)
-
-
-def _grade_one(api, root: Path, out: Path, assignment: str, sub: Submission,
-               db_url: str, parts, show_hidden: bool = False) -> StudentResult:
-    """Autograde one student's submission in the staged course and copy the feedback out."""
-    start = time.perf_counter()
-    result = StudentResult(sub.student, "failed", sha256=sub.sha256)
-    for folder in ("submitted", "autograded", "feedback"):
-        shutil.rmtree(root / folder / sub.student / assignment, ignore_errors=True)
-    feedback = out / "feedback" / sub.student / f"{assignment}.html"
-    feedback.unlink(missing_ok=True)
-    if sub.problem:
-        result.notes = sub.problem
-    else:
-        try:
-            _autograde(api, root, out, assignment, sub, db_url, parts, result, show_hidden)
-        except Exception as exc:  # a bug or an nbgrader surprise must not stop the others
-            result.status, result.notes = "failed", f"grading error: {type(exc).__name__}: {exc}"
-    if result.status == "failed":
-        gbk.discard_submission(db_url, assignment, sub.student)
-    result.notes = "; ".join(filter(None, [result.notes, sub.note]))
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _autograde(api, root: Path, out: Path, assignment: str, sub: Submission, db_url: str,
-               parts, result: StudentResult, show_hidden: bool = False) -> None:
-    """Submit, autograde and generate feedback for one student; fill in ``result``."""
-    dest = root / "submitted" / sub.student / assignment
-    dest.mkdir(parents=True)
-    # Preflight (preflight.py): a clean copy without outputs, or the reason it cannot be graded.
-    clean, checks = sanitize(sub.notebook, release_reference(root, assignment),
-                             dest / f"{assignment}.ipynb")
-    stamp, stamp_note = read_timestamp(sub.notebook.parent)  # nbgrader's submission time
-    checks = [*checks, stamp_note] if stamp_note else checks
-    # Edited or deleted test cells and rewritten nbgrader metadata were repaired, but a human
-    # should know: they are flags, not notes.
-    result.flags = [c for c in checks if _TAMPERED.search(c)]
-    checks = [c for c in checks if c not in result.flags]
-    if clean is None:
-        result.notes = "; ".join(checks)
-        return
-    if stamp is not None:
-        (dest / "timestamp.txt").write_text(stamp + "\n")
-    graded = api.autograde(assignment, sub.student, force=True, create=True)
-    if not graded["success"]:
-        result.notes = "; ".join([*checks, "autograde failed: " + failure_reason(graded)])
-        return
-    cells = gbk.cell_scores(db_url, assignment, [sub.student], [g for g, _ in parts])
-    autograded = root / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
-    result.status = "graded"
-    result.notes = "; ".join(filter(None, [*checks, describe_notebook(autograded, parts, cells)]))
-    records = read_sidecar(autograded.parent)  # restarts, skipped cells (this notebook's only)
-    ran = execution_summary({assignment: records.get(assignment)})
-    result.notes = "; ".join(filter(None, [result.notes, ran]))
-    result.flags += read_flags(autograded.parent)  # tampering the guard saw (protect.py)
-    with hidden_tests_redacted(autograded, show_hidden=show_hidden):
-        fb = api.generate_feedback(assignment, sub.student, force=True)
-    html = root / "feedback" / sub.student / assignment / f"{assignment}.html"
-    if fb["success"] and html.exists():
-        (out / "feedback" / sub.student).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(html, out / "feedback" / sub.student / f"{assignment}.html")
-    else:
-        result.notes = "; ".join(filter(None, [result.notes, "no feedback: " + failure_reason(fb)]))
 
 
 def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None = None,
@@ -196,15 +125,13 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
 
     ``workers`` > 1 autogrades that many students at once, each in its own process and staging
     area (``jobs`` is the old name); ``scheduler`` (a Dask address) grades on that cluster
-    instead. ``progress`` (a ``dispatch.Progress``) shows a live count; the per-student lines
+    instead. ``progress`` (a ``progress.Progress``) shows a live count; the per-student lines
     then go through it instead of ``echo``.
     ``show_hidden`` keeps the hidden tests in the students' feedback (see ``feedback.py``).
-    Kernels run in the sandbox (``sandbox.py``) within ``limits`` (a ``sandbox.Limits``, or a
-    dict of fields overriding ``sandbox.default_limits(timeout)``); where the sandbox cannot
+    Kernels run in the sandbox (``sandbox.py``) within ``limits`` (a ``limits.Limits``, or a
+    dict of fields overriding ``Limits.for_cell_timeout(timeout)``); where the sandbox cannot
     start this raises ``PipelineError``, unless ``unsafe`` (plain kernels, a loud warning).
     """
-    from .report import write_report
-
     workers = max(1, int(jobs or workers))
     begin = time.perf_counter()
     source = Path(source).resolve() if source else solution_source(assignment)
@@ -212,92 +139,30 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
         raise FileNotFoundError(f"no submissions at {submissions}")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    root = out / "course"
     timeout = int(timeout or spec_for(assignment).timeout)
-    db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
     if not isinstance(limits, Limits):
-        limits = dataclasses.replace(default_limits(timeout), **(limits or {}))
+        limits = Limits.for_cell_timeout(timeout, **(limits or {}))
     _check_sandbox(unsafe, echo)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one grading run per output folder at a time
-        nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
-        write_config(root, db_url=db_url, timeout=timeout, unsafe=unsafe, limits=limits,
-                     pattern=spec_for(assignment).ignore_pattern())  # the sandbox and limits
-        parts = grade_ids(nb)
-        digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
-        settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
-                    "timeout": timeout, "db_url": db_url,
-                    "stderr_pattern": spec_for(assignment).ignore_pattern(),
-                    "show_hidden": show_hidden, "sandbox": not unsafe,
-                    "limits": dataclasses.asdict(limits)}
-        state = _State(out / "state.json", settings)
+        course = _stage(assignment, source, out, db_url or f"sqlite:///{out / 'gradebook.db'}",
+                        timeout=timeout, limits=limits, unsafe=unsafe, show_hidden=show_hidden)
+        state = _State(out / "state.json", course.settings)
         subs = collect(Path(submissions), assignment, out / "incoming")
-        run = GradeRun(assignment, out, parts)
+        run = GradeRun(assignment, out, course.parts)
         with nbgrader_session(out / "grading.log") as log:
             log.write(f"=== grading {assignment}: {len(subs)} submissions from {submissions}\n")
-            api = make_api(root)
-            if (state.fresh or not (root / "release" / assignment).exists()
-                    or not gbk.has_assignment(db_url, assignment)):
-                generate_assignment(api, assignment)
-                state.students = {}
-            results, todo = {}, []
-            for sub in subs:
-                old = state.students.get(sub.student)
-                if (not force and old and old["status"] == "graded" and not sub.problem
-                        and old["sha256"] == sub.sha256
-                        and gbk.has_assignment(db_url, assignment, sub.student)):
-                    results[sub.student] = StudentResult(**{**old, "cached": True})
-                else:
-                    todo.append(sub)
-                    state.students.pop(sub.student, None)  # if interrupted: graded again
-            state.save()
-            show = progress.update if progress is not None else lambda r: echo("  " + r.line())
-            if progress is not None:
-                progress.start(len(subs), f"grading {assignment}")
-            for res in results.values():
-                _score(res, db_url, assignment, run.max_score)
-                show(res)
-            stream = _grade_all(root, out, assignment, parts, show_hidden, todo, workers,
-                                scheduler)
-            try:
-                for graded in stream:
-                    log.write(graded.log)
-                    res = dispatch.commit(graded, root, out, assignment, db_url)
-                    state.students[res.student] = {
-                        k: v for k, v in asdict(res).items()
-                        if k in ("student", "status", "notes", "sha256", "seconds", "flags")}
-                    state.save()
-                    results[res.student] = res
-                    _score(res, db_url, assignment, run.max_score)
-                    show(res)
-            finally:
-                stream.close()  # on Ctrl-C or an error: stop the workers before cleaning up
-                dispatch.cleanup(out)
-                if progress is not None:
-                    progress.close()
+            kept, todo = _plan(course, state, subs, force=force)
+            results = _run(course, state, log, kept, todo, max_score=run.max_score,
+                           workers=workers, scheduler=scheduler, progress=progress, echo=echo)
             run.results = [results[s.student] for s in subs]
             students = [r.student for r in run.results]
-            run.cells = gbk.cell_scores(db_url, assignment, students, [g for g, _ in parts])
-            rows = gbk.export_rows(db_url, assignment, students)
-        by_student = {r.student: r for r in run.results}
-        for row in rows:
-            row["status"] = by_student[row["student_id"]].status
-            row["notes"] = by_student[row["student_id"]].notes
-        gbk.write_csv(out / "grades.csv", gbk.GRADE_COLUMNS, rows)
-        gbk.write_csv(out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])
+            run.cells = gbk.cell_scores(course.db_url, assignment, students,
+                                        [g for g, _ in course.parts])
+            rows = gbk.export_rows(course.db_url, assignment, students)
         run.seconds = time.perf_counter() - begin
-        write_report(run)
+        _export(run, rows)
     return run
-
-
-def _grade_all(root: Path, out: Path, assignment: str, parts, show_hidden: bool,
-               todo: list[Submission], workers: int, scheduler: str | None):
-    """Yield a ``dispatch.Graded`` per submission in ``todo`` as each is ready (not committed)."""
-    if not todo:
-        return
-    stage = dispatch.prepare(root, out, assignment, parts, show_hidden=show_hidden,
-                             local=not scheduler)
-    yield from dispatch.results(stage, todo, workers=workers, scheduler=scheduler)
 
 
 def _check_sandbox(unsafe: bool, echo=print) -> None:
@@ -313,8 +178,107 @@ def _check_sandbox(unsafe: bool, echo=print) -> None:
                             "run student code unsandboxed; pass --unsafe to do it anyway")
 
 
+def _stage(assignment: str, source: Path, out: Path, db_url: str, *, timeout: int,
+           limits: Limits, unsafe: bool, show_hidden: bool) -> _Course:
+    """Stage the nbgrader course at ``out/course``: the source notebook and a config with this
+    run's sandbox, limits and stderr pattern."""
+    root = out / "course"
+    nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
+    pattern = spec_for(assignment).ignore_pattern()
+    write_config(root, db_url=db_url, timeout=timeout, unsafe=unsafe, limits=limits,
+                 pattern=pattern)
+    digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
+    settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
+                "timeout": timeout, "db_url": db_url, "stderr_pattern": pattern,
+                "show_hidden": show_hidden, "sandbox": not unsafe, "limits": asdict(limits)}
+    return _Course(assignment, out, db_url, grade_ids(nb), show_hidden, settings)
+
+
+def _plan(course: _Course, state: _State, subs: list[Submission], *,
+          force: bool) -> tuple[dict[str, StudentResult], list[Submission]]:
+    """Which students keep their grade from an earlier run, and which are to be graded now.
+
+    Nothing is kept when the course or the gradebook is not the one ``state.json`` describes
+    (nbgrader's ``generate_assignment`` then runs again first). A student is kept when they were
+    graded, their notebook is unchanged and the gradebook still has their grade; the others are
+    dropped from ``state.json`` until they are graded again (a run interrupted before that
+    grades them next time).
+    """
+    assignment, db_url = course.assignment, course.db_url
+    if (state.fresh or not (course.root / "release" / assignment).exists()
+            or not gbk.has_assignment(db_url, assignment)):
+        generate_assignment(make_api(course.root), assignment)
+        state.students = {}
+    kept, todo = {}, []
+    for sub in subs:
+        old = state.students.get(sub.student)
+        if (not force and old and old["status"] == "graded" and not sub.problem
+                and old["sha256"] == sub.sha256
+                and gbk.has_assignment(db_url, assignment, sub.student)):
+            kept[sub.student] = StudentResult(**{**old, "cached": True})
+        else:
+            todo.append(sub)
+            state.students.pop(sub.student, None)
+    state.save()
+    return kept, todo
+
+
+def _run(course: _Course, state: _State, log, kept: dict[str, StudentResult],
+         todo: list[Submission], *, max_score: float, workers: int, scheduler: str | None,
+         progress, echo) -> dict[str, StudentResult]:
+    """Grade ``todo``, committing and recording each result as it comes; return all results.
+
+    Each student's line goes to ``progress`` (or ``echo``), kept ones first. Whatever stops the
+    run, the workers are stopped and the staging areas removed before this returns.
+    """
+    show = progress.update if progress is not None else lambda r: echo("  " + r.line())
+    if progress is not None:
+        progress.start(len(kept) + len(todo), f"grading {course.assignment}")
+    results = dict(kept)
+    for res in kept.values():
+        _score(res, course.db_url, course.assignment, max_score)
+        show(res)
+    stream = _grade_all(course, todo, workers, scheduler)
+    try:
+        for graded in stream:
+            log.write(graded.log)
+            res = dispatch.commit(graded, course.root, course.out, course.assignment,
+                                  course.db_url)
+            state.record(res)
+            results[res.student] = res
+            _score(res, course.db_url, course.assignment, max_score)
+            show(res)
+    finally:
+        stream.close()  # on Ctrl-C or an error: stop the workers before cleaning up
+        dispatch.cleanup(course.out)
+        if progress is not None:
+            progress.close()
+    return results
+
+
+def _grade_all(course: _Course, todo: list[Submission], workers: int, scheduler: str | None):
+    """Yield a ``job.Graded`` per submission in ``todo`` as each is ready (not committed)."""
+    if not todo:
+        return
+    stage = dispatch.prepare(course.root, course.out, course.assignment, course.parts,
+                             show_hidden=course.show_hidden, local=not scheduler)
+    yield from dispatch.results(stage, todo, workers=workers, scheduler=scheduler)
+
+
 def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -> None:
     """Fill in the total score from the gradebook (0 for a failed submission)."""
     res.max_score = max_score
     cells = gbk.cell_scores(db_url, assignment, [res.student], []) if res.status == "graded" else []
     res.score = sum(c.score or 0.0 for c in cells)
+
+
+def _export(run: GradeRun, rows: list[dict]) -> None:
+    """Write ``grades.csv`` (nbgrader's export of ``rows`` plus each student's status and notes),
+    ``cell_scores.csv`` and the report into ``run.out``."""
+    by_student = {r.student: r for r in run.results}
+    for row in rows:
+        row["status"] = by_student[row["student_id"]].status
+        row["notes"] = by_student[row["student_id"]].notes
+    gbk.write_csv(run.out / "grades.csv", gbk.GRADE_COLUMNS, rows)
+    gbk.write_csv(run.out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])
+    write_report(run)

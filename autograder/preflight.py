@@ -24,7 +24,7 @@ cells. What it does, in order:
    missing cell ids are added and duplicate ones renumbered (noted), then the result must
    pass ``nbformat.validate``. What is left after the outputs are gone must fit in
    ``MAX_CLEAN_BYTES`` (a huge cell source is refused, naming the cell).
-6. **nbgrader cells, against the release** (:mod:`autograder.cellcheck`). Copies of an nbgrader cell (same ``grade_id``)
+6. **nbgrader cells, against the release** (``cellcheck.py``). Copies of an nbgrader cell (same ``grade_id``)
    keep the one at the release's position and lose their nbgrader metadata (noted: "copied
    grade cell 'x' ignored"); a copy of a test or helper that is unchanged becomes a raw cell
    (the instructor's code is not run a second time as student code); metadata that does not match the release is restored; locked
@@ -45,14 +45,15 @@ from pathlib import Path
 
 import nbformat
 
+from .cellcheck import check_nbgrader_cells
+from .cells import CELL_KEYS, grade_id, set_type
+from .config import load_config
+
 MAX_NOTEBOOK_BYTES = 2**30      # refuse a notebook file larger than this before reading it
 MAX_CLEAN_BYTES = 16 * 2**20    # the notebook without outputs (sources, metadata, attachments)
 NBFORMAT = 4
 
 _OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error", "pyout", "pyerr"}  # v4 + v3
-_CELL_KEYS = {"code": {"id", "cell_type", "metadata", "source", "outputs", "execution_count"},
-              "markdown": {"id", "cell_type", "metadata", "source", "attachments"},
-              "raw": {"id", "cell_type", "metadata", "source", "attachments"}}
 _ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 
 
@@ -198,14 +199,8 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- schema repairs
 
 def _label(cell: dict, i: int) -> str:
-    gid = _nbgrader(cell).get("grade_id")
+    gid = grade_id(cell)
     return f"'{gid}'" if isinstance(gid, str) else f"#{i + 1}"
-
-
-def _nbgrader(cell: dict) -> dict:
-    meta = cell.get("metadata")
-    value = meta.get("nbgrader") if isinstance(meta, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def _text(value, where: str) -> str:
@@ -237,12 +232,12 @@ def repair(data: dict, name: str, notes: list[str], types: dict[str, str] | None
         if not isinstance(cell.get("metadata"), dict):
             cell["metadata"], missing_meta = {}, missing_meta + 1
         ctype = cell.get("cell_type")
-        if ctype not in _CELL_KEYS:
-            gid = _nbgrader(cell).get("grade_id")
+        if ctype not in CELL_KEYS:
+            gid = grade_id(cell)
             cell["cell_type"] = types.get(gid, "raw") if isinstance(gid, str) else "raw"
             retyped.append(f"{_label(cell, i)} ({ctype!r} -> {cell['cell_type']})")
         cell["source"] = _text(cell.get("source", ""), f"{name}: the source of cell {_label(cell, i)}")
-        _set_type(cell, cell["cell_type"])
+        set_type(cell, cell["cell_type"])
         cid = cell.get("id")
         if not (isinstance(cid, str) and _ID_RE.match(cid)):
             cid, ids_added = f"cell-{i + 1}", ids_added + 1
@@ -260,18 +255,6 @@ def repair(data: dict, name: str, notes: list[str], types: dict[str, str] | None
     if renumbered:
         notes.append(f"duplicate cell ids renumbered ({renumbered} cell(s), e.g. from copied cells)")
     return data
-
-
-def _set_type(cell: dict, ctype: str) -> None:
-    """Give ``cell`` type ``ctype`` and exactly the keys that type allows (no outputs)."""
-    cell["cell_type"] = ctype
-    for key in list(cell):
-        if key not in _CELL_KEYS[ctype]:
-            del cell[key]
-    if ctype == "code":
-        cell["outputs"], cell["execution_count"] = [], None
-    elif not isinstance(cell.get("attachments", {}), dict):
-        del cell["attachments"]
 
 
 def _check_size(nb: dict, name: str) -> None:
@@ -317,8 +300,6 @@ def release_reference(root: Path, assignment: str) -> nbformat.NotebookNode:
     from nbgrader.preprocessors import (ClearHiddenTests, ClearMarkScheme, ClearOutput,
                                         ClearSolutions, ComputeChecksums, LockCells)
 
-    from .config import load_config
-
     config = load_config(Path(root))
     nb = nbformat.read(str(Path(root) / "source" / assignment / f"{assignment}.ipynb"),
                        as_version=NBFORMAT)
@@ -357,19 +338,18 @@ def sanitize(path: Path, source_nb, dest: Path | None = None) -> tuple[Path | No
     when not given) and what was repaired, or ``(None, [reason, *notes])`` when the notebook
     cannot be graded. ``source_nb`` is a NotebookNode or a path to one.
     """
-    from .cellcheck import check_nbgrader_cells  # it builds on this module's repairs
-
     path = Path(path)
     if not isinstance(source_nb, nbformat.NotebookNode):
         source_nb = nbformat.read(str(source_nb), as_version=NBFORMAT)
     notes: list[str] = []
     try:
         data, notes = load(path)
-        types = {c.metadata.nbgrader["grade_id"]: c.cell_type for c in source_nb.cells
-                 if c.metadata.get("nbgrader", {}).get("grade_id")}
+        types = {grade_id(c): c.cell_type for c in source_nb.cells if grade_id(c)}
         data = repair(data, path.name, notes, types)
         _check_size(data, path.name)
-        data = check_nbgrader_cells(data, source_nb, notes)  # step 6: cellcheck.py
+        if not check_nbgrader_cells(data, source_nb, notes):  # step 6: cellcheck.py
+            raise Refused("none of the assignment's answer or test cells is in this notebook "
+                          "(is it the notebook of another assignment?)")
         _kernel(data, source_nb, notes)
         nb = nbformat.from_dict(data)
         try:

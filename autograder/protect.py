@@ -9,7 +9,8 @@ restart), executes it, then calls :func:`finish`.
   code) and a last cell that publishes the guard's report. The guard learns the hashes of the
   instructor's cells (grade and locked cells, checked against the course's source notebook
   when it can be found), the names only student cells bind, the library references this
-  assignment protects (``PROTECTED``) and the paths the kernel must not open.
+  assignment protects (derived from their ``graded_in`` tags by
+  :func:`attnkit.graded.protected_in`) and the paths the kernel must not open.
 - ``finish`` removes both cells, gives an error output (score 0) to every grade cell that has
   none but did not really run to its end (no valid completion record from the guard: the
   test was blanked, skipped, or student code patched something while it ran), and records
@@ -33,45 +34,17 @@ from pathlib import Path
 import nbformat
 
 import attnkit
+from attnkit.graded import protected_in
 from attnkit.guard import MIME, verify
+
+from .cells import grade_id, is_grade, is_instructor, is_solution
 
 FLAGS_FILE = ".attnkit-flags.json"
 _META = "attnkit_guard"
 REPO = Path(attnkit.__file__).resolve().parents[2]
 
-# Per assignment: the library functions a student might call instead of writing the answer.
-# Names are "module.qualname" as in attnkit.guard.references().
-PROTECTED: dict[str, tuple[str, ...]] = {
-    "a1_attention_basics": ("dense.dense_attention", "dense.softmax", "masks.causal_mask",
-                            "masks.materialize", "modules.MultiHeadAttention.forward"),
-    "a2_sparse_patterns": tuple(f"fixed.{n}" for n in (
-        "local_mask", "dilated_mask", "strided_mask", "fixed_mask", "longformer_mask", "bigbird_layout",
-        "bigbird_mask", "local", "dilated", "strided", "fixed", "longformer", "bigbird", "local_reference",
-        "dilated_reference", "strided_reference", "fixed_reference", "longformer_reference",
-        "bigbird_reference")) + ("banded.window_attention", "banded.dilated_attention",
-                                 "recurrence.xl_attention", "recurrence.transformer_xl",
-                                 "recurrence.transformer_xl_reference"),
-    "a3_low_rank_and_kernels": ("lowrank.linformer", "lowrank.linformer_reference") + tuple(
-        f"kernel.{n}" for n in ("elu_features", "positive_features", "trig_features", "orthogonal_gaussian",
-                                "gaussian_features", "kernel_attention", "kernel_attention_reference",
-                                "linear", "linear_reference", "linear_recurrent", "performer",
-                                "performer_reference", "favor_two_softmax", "softmax_biased")),
-    "a5_learnable_window": tuple(f"bellcurve.{n}" for n in (
-        "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve", "bellcurve_reference",
-        "bell_weights_attention", "SigmaPredictor.forward")) + tuple(f"varwindow.{n}" for n in (
-        "tail_mass", "window_from_sigma", "variable_window_attention", "variable_window_reference")),
-}
 # Folders of the repository a kernel never needs (the library is in lib/, imported from there).
 _DENIED_IN_REPO = ("solutions", "autograder", "tests", ".git", "scripts")
-
-
-def _nbg(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def _is_instructor(cell) -> bool:
-    meta = _nbg(cell)
-    return cell.cell_type == "code" and bool(meta.get("grade") or meta.get("locked")) and not meta.get("solution")
 
 
 def _sha(text: str) -> str:
@@ -120,7 +93,7 @@ def _source_cells(resources: dict) -> set[str] | None:
     sources = set()
     for f in files:
         if f.exists():
-            sources.update(c.source for c in nbformat.read(str(f), as_version=4).cells if _is_instructor(c))
+            sources.update(c.source for c in nbformat.read(str(f), as_version=4).cells if is_instructor(c))
     return sources or None
 
 
@@ -132,7 +105,7 @@ def _answer_names(resources: dict) -> set[str] | None:
     names = set()
     for f in sorted((path.parents[2] / "source" / path.name).glob("*.ipynb")):
         for c in nbformat.read(str(f), as_version=4).cells:
-            if c.cell_type == "code" and _nbg(c).get("solution"):
+            if c.cell_type == "code" and is_solution(c):
                 names |= _bound_names(c.source)
     return names or None
 
@@ -141,7 +114,7 @@ def _assignment(resources: dict) -> str | None:
     path = Path(resources.get("metadata", {}).get("path") or ".").resolve()
     name = resources.get("metadata", {}).get("name")
     for candidate in (name, path.name):
-        if candidate in PROTECTED:
+        if candidate and protected_in(candidate):
             return candidate
     return resources.get("nbgrader", {}).get("assignment") if isinstance(resources.get("nbgrader"), dict) else None
 
@@ -165,20 +138,19 @@ def prepare(nb, resources: dict):
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        meta = _nbg(cell)
-        trusted = _is_instructor(cell) and (trusted_sources is None or cell.source in trusted_sources)
+        trusted = is_instructor(cell) and (trusted_sources is None or cell.source in trusted_sources)
         binds = _bound_names(cell.source)
-        if meta.get("solution"):
+        if is_solution(cell):
             answer_names |= binds
         if trusted:
-            cells[_sha(cell.source)] = {"grade_id": meta.get("grade_id") or f"cell {index}",
-                                        "grade": bool(meta.get("grade")), "binds": sorted(binds)}
+            cells[_sha(cell.source)] = {"grade_id": grade_id(cell) or f"cell {index}",
+                                        "grade": is_grade(cell), "binds": sorted(binds)}
         else:
             student_cells.append((index, cell.source))
     key = secrets.token_hex(16)
     assignment = _assignment(resources)
     deny, allow = _paths(resources)
-    config = {"key": key, "cells": cells, "references": list(PROTECTED.get(assignment, ())),
+    config = {"key": key, "cells": cells, "references": list(protected_in(assignment) if assignment else ()),
               "answer_names": sorted(_answer_names(resources) or answer_names),
               "deny_paths": deny, "allow_paths": allow}
     install = nbformat.v4.new_code_cell(
@@ -222,15 +194,14 @@ def finish(nb, resources: dict):
         flags.append("the guard's final report is missing (the kernel died or the run was cut short)")
     nb.cells = [c for c in nb.cells if _META not in c.get("metadata", {})]
     for cell in nb.cells:
-        meta = _nbg(cell)
-        if cell.cell_type != "code" or not meta.get("grade"):
+        if cell.cell_type != "code" or not is_grade(cell):
             continue
         records = _records(cell)
         cell.outputs = [o for o in cell.get("outputs", []) if not (
             o.get("output_type") == "display_data" and MIME in o.get("data", {}))]
         if any(o.get("output_type") == "error" for o in cell.outputs):
             continue
-        gid = meta.get("grade_id")
+        gid = grade_id(cell)
         mine = [r for r in records if key and verify(r, key) and r.get("grade_id") == gid]
         if mine and all(r.get("ok") for r in mine):
             continue
@@ -292,8 +263,9 @@ def _scan_cell(source: str) -> list[str]:
                 root = mod.split(".")[0]
                 if root in _MODULES:
                     found.append(f"imports {_MODULES[root]}")
-                if mod.startswith("attnkit.guard") or (isinstance(node, ast.ImportFrom) and root == "attnkit"
-                                                       and any(a.name == "guard" for a in node.names)):
+                if mod.startswith(("attnkit.guard", "attnkit.graded")) or (
+                        isinstance(node, ast.ImportFrom) and root == "attnkit"
+                        and any(a.name in ("guard", "graded") for a in node.names)):
                     found.append("imports the grading guard")
             imported.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS:

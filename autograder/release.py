@@ -17,8 +17,9 @@ from pathlib import Path
 import nbformat
 
 from .assignments import spec_for
+from .cells import grade_id, is_grade, points
 from .config import make_api, nbgrader_session, write_config
-from .notebooks import ASSIGNMENTS, read_source, solution_source, stable_ids
+from .notebooks import ASSIGNMENTS, SourceError, read_source, solution_source, stable_ids
 from .outcome import failure_reason
 
 _VOLATILE_METADATA = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker",
@@ -44,16 +45,21 @@ def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def grade_ids(nb: nbformat.NotebookNode) -> list[tuple[str, float]]:
     """(grade_id, points) of every grade cell, in notebook order."""
-    meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
-    return [(m["grade_id"], float(m.get("points", 0))) for m in meta if m.get("grade")]
+    return [(grade_id(c), points(c)) for c in nb.cells if is_grade(c)]
 
 
 def stage_course(root: Path, assignment: str, source: Path, *, db_url: str,
                  timeout: int) -> nbformat.NotebookNode:
-    """Write ``root/nbgrader_config.py`` and ``root/source/<a>/<a>.ipynb``; return the notebook."""
+    """Write ``root/nbgrader_config.py`` and ``root/source/<a>/<a>.ipynb``; return the notebook.
+
+    A source with nbgrader metadata off its cell headers is refused (``PipelineError``).
+    """
+    try:
+        nb = clean_notebook(read_source(Path(source)))
+    except SourceError as exc:
+        raise PipelineError(str(exc)) from exc
     write_config(root, db_url=db_url, timeout=timeout,
                  pattern=spec_for(assignment).ignore_pattern())
-    nb = clean_notebook(read_source(Path(source)))
     dest = root / "source" / assignment / f"{assignment}.ipynb"
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dest))

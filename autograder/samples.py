@@ -21,11 +21,12 @@ from pathlib import Path
 
 import nbformat
 
+from .cells import grade_id
 from .notebooks import ASSIGNMENTS, ROOT, read_source, solution_source, write_notebook
 
 SAMPLES_DIR = ROOT / "autograder" / "samples"
 
-_A1_ANSWERS = ["attention", "copy_query", "average_query", "two_head_queries",
+_A1_ANSWERS = ["attention", "copy_scale", "copy_query", "average_query", "two_head_queries",
                "multi_head_attention", "causal", "attention_flops"]
 
 RECIPES: dict[str, dict[str, dict[str, object]]] = {
@@ -36,9 +37,9 @@ RECIPES: dict[str, dict[str, dict[str, object]]] = {
         "blank": {},
         # Right on attention, copying, multi-head and FLOPs; one mistake each elsewhere.
         "partial": {
-            "attention": "solution", "copy_query": "solution", "average_query": ("wrong", 5),
-            "two_head_queries": ("wrong", 7), "multi_head_attention": "solution",
-            "causal": ("wrong", 11), "attention_flops": "solution",
+            "attention": "solution", "copy_scale": "solution", "copy_query": "solution",
+            "average_query": ("wrong", 15), "two_head_queries": ("wrong", 17),
+            "multi_head_attention": "solution", "causal": ("wrong", 21), "attention_flops": "solution",
         },
         # The first answer cell raises on import; the parts that do not need attention() still count.
         "crash_early": {
@@ -156,18 +157,14 @@ def load_wrong_answers(name: str) -> list[dict]:
     return module.WRONG_ANSWERS
 
 
-def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
 def build_sample(name: str, recipe: dict[str, object]) -> nbformat.NotebookNode:
     """The released notebook of assignment ``name`` with answer cells filled by ``recipe``."""
     released = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
-    solutions = {_grade_id(c): c.source for c in read_source(solution_source(name)).cells}
+    solutions = {grade_id(c): c.source for c in read_source(solution_source(name)).cells}
     wrong = load_wrong_answers(name) if any(isinstance(v, tuple) and v[0] == "wrong"
                                         for v in recipe.values()) else []
     nb = copy.deepcopy(released)
-    cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
+    cells = {grade_id(c): c for c in nb.cells if grade_id(c)}
     for cell_id, how in recipe.items():
         if cell_id not in cells:
             raise KeyError(f"{name}: no answer cell {cell_id!r} in the released notebook")

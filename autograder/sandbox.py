@@ -15,7 +15,7 @@ What the kernel sees (``bwrap_args``):
 - read-only: ``/usr /bin /lib /lib64 /sbin /etc``, the virtualenv and the Python installation
   it was made from, and the ``attnkit`` package (an editable install points into the
   repository's ``lib/``; nothing else of the repository: not ``solutions/``, the gradebook, the
-  staged course, the submissions, other students' folders, ``/work/shared``);
+  staged course, the submissions, other students' folders, the rest of the machine);
 - read-write: its scratch folder (nbgrader's ``autograded/<student>/<a>/``, the kernel's cwd)
   with the notebooks in it masked (the autograded copy holds the restored hidden tests), a
   fresh runtime folder (home, IPython and matplotlib settings, the kernel's IPC sockets) and a
@@ -28,8 +28,8 @@ What the kernel sees (``bwrap_args``):
 - an unprivileged, per-kernel uid (random, above 2^20) and no capabilities, so the process
   limit is really enforced (Linux exempts root from RLIMIT_NPROC) and nothing can be remounted.
 
-Limits (``Limits``): address space (default 4 GiB: a bigger allocation raises MemoryError),
-CPU seconds, file size (a bigger write fails with ``OSError: File too large``) and processes +
+Limits (``limits.Limits``): address space (a bigger allocation raises MemoryError), CPU
+seconds, file size (a bigger write fails with ``OSError: File too large``) and processes +
 threads. Interrupts go as ``interrupt_request`` messages (the kernel signals its own process
 group), since a SIGINT to the bwrap process would not reach the kernel in its new session.
 
@@ -54,46 +54,20 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Integer, List, Unicode
 
-GiB = 1 << 30
+from .limits import DEFAULT_LIMITS, Limits
+
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
 # Variables of the grader's environment a kernel may keep (everything else is cleared).
 # PYTHONPATH entries are only seen where they point into the whitelist.
 PASS_ENV = ("PYTHONPATH", "PYTHONWARNINGS", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TZ", "PYTHONHASHSEED")
 UID_BASE = 1 << 20  # kernels run as UID_BASE + random: no real user, no files outside
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits for one grading kernel (``None``: no limit).
-
-    memory: address space in bytes (RLIMIT_AS); 4 GiB by default.
-    cpu_time: CPU seconds of the kernel process (RLIMIT_CPU; killed by SIGXCPU past it).
-    file_size: largest file the kernel may write, bytes (RLIMIT_FSIZE).
-    processes: processes and threads of the kernel's uid (RLIMIT_NPROC): bounds fork bombs.
-    notebook_timeout: wall-clock seconds for the whole notebook, restarts included
-        (``execute.ResilientExecute``); the per-cell limit is nbgrader's ``timeout``.
-    """
-
-    memory: int | None = 4 * GiB
-    cpu_time: int | None = 1800
-    file_size: int | None = 1 * GiB
-    processes: int | None = 256
-    notebook_timeout: int | None = 900
-
-
-def default_limits(cell_timeout: int) -> Limits:
-    """The limits for an assignment whose cells may each run ``cell_timeout`` seconds: the
-    notebook gets 5 cells' worth (at least 15 minutes), the kernel twice that in CPU seconds."""
-    notebook = max(900, 5 * int(cell_timeout))
-    return Limits(notebook_timeout=notebook, cpu_time=2 * notebook)
 
 
 def bwrap_path() -> str | None:
@@ -221,10 +195,14 @@ def reclaim(folder: str, owner: tuple[int, int] = (os.getuid(), os.getgid())) ->
 class SandboxKernelManager(AsyncKernelManager):
     """An ``AsyncKernelManager`` whose kernel runs in the bubblewrap sandbox over IPC sockets."""
 
-    memory = Integer(4 * GiB, allow_none=True, help="address-space limit, bytes").tag(config=True)
-    cpu_time = Integer(1800, allow_none=True, help="CPU-time limit, seconds").tag(config=True)
-    file_size = Integer(1 * GiB, allow_none=True, help="file-size limit, bytes").tag(config=True)
-    processes = Integer(256, allow_none=True, help="processes + threads").tag(config=True)
+    memory = Integer(DEFAULT_LIMITS.memory, allow_none=True,
+                     help="address-space limit, bytes").tag(config=True)
+    cpu_time = Integer(DEFAULT_LIMITS.cpu_time, allow_none=True,
+                       help="CPU-time limit, seconds").tag(config=True)
+    file_size = Integer(DEFAULT_LIMITS.file_size, allow_none=True,
+                        help="file-size limit, bytes").tag(config=True)
+    processes = Integer(DEFAULT_LIMITS.processes, allow_none=True,
+                        help="processes + threads").tag(config=True)
     gpu = Bool(False, help="bind /dev/nvidia* into the sandbox (untested)").tag(config=True)
     extra_readonly = List(Unicode(), help="more paths visible read-only").tag(config=True)
 
@@ -323,7 +301,7 @@ def _probe(bwrap: str, timeout: float = 60.0) -> str | None:
         scratch = os.path.join(runtime, "scratch")
         os.makedirs(scratch)
         os.chown(scratch, uid, uid)
-        cmd = bwrap_args(runtime=runtime, scratch=scratch, uid=uid, limits=Limits())
+        cmd = bwrap_args(runtime=runtime, scratch=scratch, uid=uid, limits=DEFAULT_LIMITS)
         code = "import os, ipykernel, attnkit; print('sandbox ok', os.getuid())"
         try:
             done = subprocess.run(cmd + [sys.executable, "-c", code], capture_output=True,

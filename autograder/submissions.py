@@ -17,8 +17,8 @@ Zips are extracted defensively: members with absolute or ``..`` paths, symbolic 
 special files are skipped (never created, never followed) and noted for the student; more than
 ``MAX_ZIP_MEMBERS`` members or ``MAX_UNZIPPED_BYTES`` of content (counted while extracting, so
 sizes a zip lies about do not help) refuse the zip; a corrupted zip is a one-line reason.
-Notebook files are only checked here (``preflight.check_notebook``: size always, the full
-read for files up to ``PRECHECK_BYTES``); ``preflight.sanitize`` does the rest before grading.
+Notebook files are only checked here (``check_notebook``: size always, the full read for files
+up to ``PRECHECK_BYTES``); ``preflight.sanitize`` does the rest before grading.
 """
 from __future__ import annotations
 
@@ -127,11 +127,14 @@ def zip_problem(archive: Path, exc: BaseException) -> str:
     return f"cannot unzip {archive.name}: {text}"
 
 
+def _first(items: list[str], n: int, sep: str) -> str:
+    """The first ``n`` of ``items`` joined by ``sep``, and how many more there are."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return sep.join(items[:n]) + more
+
+
 def _skipped_note(skipped: list[str]) -> str:
-    if not skipped:
-        return ""
-    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-    return "skipped in the zip: " + "; ".join(skipped[:3]) + more
+    return "skipped in the zip: " + _first(skipped, 3, "; ") if skipped else ""
 
 
 def _notebooks(folder: Path) -> list[Path]:
@@ -142,15 +145,9 @@ def _notebooks(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
-def pick_notebook(folder: Path, assignment: str, scratch: Path) -> tuple[Path | None, str]:
-    """The notebook to grade in a student's folder (unzipping any zip in it), and a note
-    (without a notebook: the reason)."""
-    path, problem, note = _pick(folder, assignment, scratch)
-    return path, "; ".join(filter(None, [problem, note])) if path is None else note
-
-
 def _pick(folder: Path, assignment: str, scratch: Path) -> tuple[Path | None, str, str]:
-    """(notebook, problem, note): ``problem`` is set when there is no notebook to grade."""
+    """The notebook to grade in a student's folder (unzipping any zip in it into ``scratch``):
+    (notebook, problem, note), ``problem`` set when there is no notebook to grade."""
     found = _notebooks(folder)
     skipped: list[str] = []
     if not found:
@@ -176,10 +173,7 @@ def _contents(folder: Path) -> str:
     """'the folder is empty' or 'the folder holds a.txt, b.py' (for a missing notebook)."""
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.is_file() and _visible(p))
-    if not files:
-        return "the folder is empty"
-    more = f" and {len(files) - 4} more" if len(files) > 4 else ""
-    return "the folder holds " + ", ".join(files[:4]) + more
+    return "the folder holds " + _first(files, 4, ", ") if files else "the folder is empty"
 
 
 def check_notebook(path: Path) -> str | None:

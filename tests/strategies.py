@@ -10,6 +10,8 @@ from typing import NamedTuple
 import torch
 from hypothesis import strategies as st
 
+from attnkit.grading import random_qkv
+
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 
 
@@ -39,13 +41,19 @@ def shapes(draw, *, max_b: int = 3, max_h: int = 3, max_n: int = 12, max_d: int 
 
 def make_qkv(shape: Shape, seed: int, dtype: torch.dtype = torch.float64, device="cpu",
              scale: float = 1.0):
-    """Fresh ``q, k, v`` of ``shape`` from a generator seeded with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
+    """``q, k, v`` of ``shape`` from a generator seeded with ``seed`` (drawn in float64)."""
     B, H, N, M, D, Dv = shape
-    q = torch.randn(B, H, N, D, generator=g, dtype=torch.float64) * scale
-    k = torch.randn(B, H, M, D, generator=g, dtype=torch.float64) * scale
-    v = torch.randn(B, H, M, Dv, generator=g, dtype=torch.float64)
+    q, k, v = random_qkv(B, H, N, D, M=M, Dv=Dv, seed=seed, scale=scale)
     return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+
+
+def fresh_qkv(B: int = 2, H: int = 3, N: int = 37, D: int = 5, *, M: int | None = None,
+              Dv: int | None = None, dtype: torch.dtype = torch.float64, scale: float = 1.0,
+              device=None):
+    """Fresh random ``q, k, v`` for each check: :func:`attnkit.grading.random_qkv` with a new
+    seed drawn from torch's global generator (seeded per test by the ``seeded`` fixture)."""
+    seed = int(torch.randint(0, 2**31 - 1, ()))
+    return random_qkv(B, H, N, D, M=M, Dv=Dv, seed=seed, dtype=dtype, scale=scale, device=device)
 
 
 # Where a mask lives relative to (B, H, N, M): every layout SDPA broadcasts.

@@ -23,9 +23,9 @@ import nbformat
 import pytest
 
 from autograder import gradebook as gbk
-from autograder.assignments import DEFAULT, spec_for
+from autograder.assignments import DEFAULT, SPECS, spec_for
 from autograder.config import load_config, write_config
-from autograder.notebooks import read_source
+from autograder.notebooks import assignment_names, read_source
 from autograder.pipeline import grade
 from autograder.release import clean_notebook, grade_ids, release
 from autograder.submissions import collect
@@ -143,6 +143,10 @@ def test_config_file_round_trips(tmp_path):
     assert spec_for("a1_attention_basics").timeout > 30 and spec_for("nope") == DEFAULT
 
 
+def test_assignment_settings_cover_exactly_the_assignments():
+    assert sorted(SPECS) == assignment_names(), "autograder/assignments.py's SPECS and solutions/ differ"
+
+
 def test_collect_finds_notebooks_in_every_layout(tmp_path):
     subs = tmp_path / "subs"
     (subs / "ann" / "deep").mkdir(parents=True)
@@ -219,7 +223,7 @@ def test_cell_scores_feedback_report_and_kernel(graded):
 
 @pytest.mark.slow
 def test_rerun_is_idempotent(graded, toy, submissions, capsys):
-    from attnkit.cli import main
+    from autograder.cli import main
 
     run, out = graded
     before = (out / "grades.csv").read_bytes()

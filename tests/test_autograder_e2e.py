@@ -41,7 +41,7 @@ def test_samples_are_up_to_date(name):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_grading_the_samples(name, tmp_path):
     out = tmp_path / "graded"
-    cmd = [sys.executable, "-m", "attnkit.cli", "grade", name,
+    cmd = [sys.executable, "-m", "autograder.cli", "grade", name,
            str(ROOT / "autograder" / "samples" / name), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -19,6 +19,7 @@ from attnkit.varwindow import (
     SEED_WINDOWS, tail_mass, variable_window_attention, variable_window_reference, window_from_sigma,
 )
 from attnkit.measure import largest_intermediate
+from strategies import fresh_qkv
 
 B, H, N, D = 2, 3, 37, 8  # N not a multiple of anything: exercises the slab padding
 
@@ -30,7 +31,7 @@ def fresh(*shape, dtype=torch.float64, seed=None, low=0.0):
 
 
 def qkv(n=N, d=D, dtype=torch.float64):
-    return tuple(fresh(B, H, n, d, dtype=dtype) for _ in range(3))
+    return fresh_qkv(B, H, n, d, dtype=dtype)
 
 
 def sigmas(kind, n=N, dtype=torch.float64):

@@ -47,6 +47,16 @@ def _errors(cell) -> list[tuple[str, str]]:
     return [(o.ename, o.evalue) for o in cell.outputs if o.output_type == "error"]
 
 
+class _NoGuard:
+    """Stands in for autograder/protect.py, doing nothing (the executor alone is tested)."""
+
+    def prepare(self, nb, resources):
+        return nb
+
+    def finish(self, nb, resources):
+        return nb
+
+
 class _FakeProtect:
     """Stands in for autograder/protect.py: a first cell in, and out at the end."""
 
@@ -83,7 +93,7 @@ HOSTILE = [
 
 def test_hostile_cells_are_skipped_and_the_rest_scored(tmp_path, monkeypatch):
     guard = _FakeProtect()
-    monkeypatch.setattr(execute, "_protect", lambda: guard)
+    monkeypatch.setattr(execute, "protect", guard)
     nb = _notebook(HOSTILE)
     (tmp_path / SIDECAR).write_text('{"hw": {"restarts": 0}, "forged": 1}')  # a stale file
     ep = ResilientExecute(timeout=3, iopub_timeout=4, kernel_name="python3")
@@ -111,7 +121,7 @@ def test_hostile_cells_are_skipped_and_the_rest_scored(tmp_path, monkeypatch):
 
 
 def test_past_the_restart_limit_the_rest_is_not_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(execute, "_protect", lambda: None)
+    monkeypatch.setattr(execute, "protect", _NoGuard())
     nb = _notebook([(None, "x = 1"), ("g1", "assert x == 1"), (None, "import os\nos._exit(1)"),
                     ("g2", "assert x == 1")])
     ep = ResilientExecute(max_restarts=0, kernel_name="python3")
@@ -126,7 +136,7 @@ def test_past_the_restart_limit_the_rest_is_not_run(tmp_path, monkeypatch):
 
 
 def test_the_notebook_time_limit_stops_the_rest(tmp_path, monkeypatch):
-    monkeypatch.setattr(execute, "_protect", lambda: None)
+    monkeypatch.setattr(execute, "protect", _NoGuard())
     nb = _notebook([(None, "x = 1"), ("g1", "assert x == 1"), (None, "import time\ntime.sleep(60)"),
                     ("g2", "assert x == 1"), (None, "y = 2")])
     ep = ResilientExecute(timeout=60, notebook_timeout=12, kernel_name="python3")
@@ -141,8 +151,9 @@ def test_the_notebook_time_limit_stops_the_rest(tmp_path, monkeypatch):
 
 
 def test_grading_refuses_without_a_sandbox(tmp_path, monkeypatch, capsys):
-    from attnkit.cli import main
-    from autograder.pipeline import PipelineError, grade
+    from autograder.cli import main
+    from autograder.pipeline import grade
+    from autograder.release import PipelineError
 
     monkeypatch.setenv("ATTNKIT_BWRAP", "/nonexistent/bwrap")
     (tmp_path / "subs").mkdir()
@@ -166,7 +177,7 @@ def _with_killer_cell(src, dest):
 
 @pytest.mark.parametrize("unsafe", [False, True], ids=["sandbox", "unsafe"])
 def test_a_cell_that_kills_the_kernel_costs_nothing_else(tmp_path, unsafe, capsys):
-    from attnkit.cli import main
+    from autograder.cli import main
 
     samples = ROOT / "autograder" / "samples" / A1
     if not unsafe:  # the honest twin, for comparison (once is enough)
@@ -190,20 +201,21 @@ def test_a_cell_that_kills_the_kernel_costs_nothing_else(tmp_path, unsafe, capsy
 def test_limit_flags_reach_the_nbgrader_config(tmp_path):
     import dataclasses
 
-    from attnkit.cli import _limits, parser
+    from autograder.cli import limit_overrides, parser
     from autograder.config import config_text
-    from autograder.sandbox import default_limits
+    from autograder.limits import Limits
 
     args = parser().parse_args(["grade", A1, "subs", "--memory", "2", "--cpu-time", "100",
                                 "--notebook-timeout", "50"])
-    given = _limits(args)
+    given = limit_overrides(args)
     assert given == {"memory": 2 << 30, "cpu_time": 100, "notebook_timeout": 50}
     text = config_text(tmp_path, db_url="sqlite://", timeout=60, pattern="x",
-                       limits=dataclasses.replace(default_limits(60), **given))
+                       limits=Limits.for_cell_timeout(60, **given))
     for line in ("c.SandboxKernelManager.memory = 2147483648", "c.SandboxKernelManager.cpu_time = 100",
                  "c.ResilientExecute.notebook_timeout = 50",
                  "c.ResilientExecute.kernel_manager_class = 'autograder.sandbox.SandboxKernelManager'"):
         assert line in text
-    assert default_limits(600) == dataclasses.replace(default_limits(60), notebook_timeout=3000,
-                                                      cpu_time=6000)
-    assert _limits(parser().parse_args(["grade", A1, "subs"])) == {}
+    assert Limits.for_cell_timeout(600) == dataclasses.replace(
+        Limits.for_cell_timeout(60), notebook_timeout=3000, cpu_time=6000)
+    assert Limits.for_cell_timeout(60) == Limits()  # short cells: the defaults
+    assert limit_overrides(parser().parse_args(["grade", A1, "subs"])) == {}

@@ -11,16 +11,11 @@ from attnkit import VARIANTS, count_flops, dense_attention, largest_intermediate
 from attnkit.blocksparse import block_layout, blocksparse_attention
 from attnkit.fixed import (bigbird, bigbird_mask, dilated_mask, fixed_mask, local, local_mask,
                            longformer, longformer_mask, strided_mask)
+from strategies import fresh_qkv
 
 FIXED = ["local", "dilated", "strided", "fixed", "longformer", "bigbird"]
 CAUSAL = [("local", {"window": 3, "causal": True}), ("dilated", {"window": 2, "dilation": 3, "causal": True}),
           ("strided", {"stride": 5}), ("fixed", {"stride": 6, "summary": 2})]
-
-
-def fresh_qkv(B=2, H=3, N=37, D=5, Dv=None, dtype=torch.float64):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-    q, k = (torch.randn(B, H, N, D, generator=g, dtype=dtype) for _ in range(2))
-    return q, k, torch.randn(B, H, N, Dv or D, generator=g, dtype=dtype)
 
 
 def dense_with(mask_mod, q, k, v):

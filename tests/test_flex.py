@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from attnkit import VARIANTS, flex
-from attnkit.fixed import bigbird_layout
+from attnkit.fixed import bigbird_layout, longformer_mask
+from attnkit.masks import layout_mask, window_mask
+from attnkit.grading import random_qkv
 from attnkit.measure import peak_memory
 
 pytestmark = pytest.mark.skipif(not flex.available(), reason="needs torch with FlexAttention")
 
 
 def qkv(N, *, B=1, H=2, D=16, device="cpu", dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(B, H, N, D, generator=g).to(device=device, dtype=dtype)
-                 for _ in range(3))
+    return tuple(x.to(device=device, dtype=dtype) for x in random_qkv(B, H, N, D, seed=seed, dtype=torch.float32))
 
 
 def test_recompiles_raise_instead_of_falling_back_to_eager():
@@ -32,7 +32,7 @@ def test_recompiles_raise_instead_of_falling_back_to_eager():
 
 def test_block_masks_are_cached_per_pattern_and_length():
     flex.clear_cache()
-    mod = flex.window_mod(3)
+    mod = window_mask(3)
     a = flex.block_mask(("local", 3), mod, 1, 1, 256, 256, "cpu")
     assert flex.block_mask(("local", 3), mod, 1, 1, 256, 256, "cpu") is a
     assert flex.block_mask(("local", 3), mod, 1, 1, 384, 384, "cpu") is not a
@@ -44,11 +44,11 @@ def test_block_masks_are_cached_per_pattern_and_length():
 
 def test_tensor_parameters_keep_the_mask_code_the_same():
     """A new window is new data in the same closure code: no new compilation is needed."""
-    a, b = flex.window_mod(4), flex.window_mod(9)
+    a, b = window_mask(4), window_mask(9, causal=True)
     assert a.__code__ is b.__code__
     i, j = torch.tensor(20), torch.arange(40)
     assert torch.equal(a(0, 0, i, j), (i - j).abs() <= 4)
-    assert torch.equal(b(0, 0, i, j), (i - j).abs() <= 9)
+    assert torch.equal(b(0, 0, i, j), ((i - j).abs() <= 9) & (j <= i))
 
 
 @pytest.mark.slow
@@ -58,22 +58,21 @@ def test_compiled_flex_on_cpu_equals_the_references():
     N = 256
     q, k, v = qkv(N)
     local_ref = VARIANTS["local"].reference
-    out = flex.flex_attend(q, k, v, key=("local", 8, False), mask_mod=flex.window_mod(8))
+    out = flex.flex_attend(q, k, v, key=("local", 8, False), mask_mod=window_mask(8))
     torch.testing.assert_close(out, local_ref(q, k, v, window=8), atol=2e-5, rtol=1e-4)
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     out = flex.flex_attend(q, k, v, key=("local", 21, True),
-                           mask_mod=flex.window_mod(21, causal=True))
+                           mask_mod=window_mask(21, causal=True))
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs, "a new window recompiled"
     torch.testing.assert_close(out, local_ref(q, k, v, window=21, causal=True), atol=2e-5, rtol=1e-4)
 
-    is_global = torch.zeros(N, dtype=torch.bool)
-    is_global[[0, 1, 100]] = True
-    out = flex.flex_attend(q, k, v, key=("longformer", 8), mask_mod=flex.longformer_mod(8, is_global))
+    out = flex.flex_attend(q, k, v, key=("longformer", 8),
+                           mask_mod=longformer_mask(8, torch.tensor([0, 1, 100])))
     expected = VARIANTS["longformer"].reference(q, k, v, window=8, global_tokens=torch.tensor([0, 1, 100]))
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
 
     layout = bigbird_layout(4, 1, 1, 1, seed=3)
-    out = flex.flex_attend(q, k, v, key=("bigbird", 64), mask_mod=flex.table_mod(layout, 64))
+    out = flex.flex_attend(q, k, v, key=("bigbird", 64), mask_mod=layout_mask(layout, 64))
     expected = VARIANTS["bigbird"].reference(q, k, v, block=64, window_blocks=1, global_blocks=1,
                                              random_blocks=1, seed=3)
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)

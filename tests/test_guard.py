@@ -10,7 +10,7 @@ import json
 import nbformat
 import pytest
 
-from autograder.notebooks import read_source, solution_source
+from autograder.notebooks import ROOT, read_source, solution_source
 from autograder.protect import FLAGS_FILE, finish, prepare, run_guarded, scan
 from tests.hostile import build as hostile
 
@@ -109,12 +109,19 @@ def test_static_scan_names_what_it_saw():
     assert scan([(1, "def attention(q, k, v):\n    return (q @ k.mT).softmax(-1) @ v\n")]) == []
 
 
-def test_every_protected_name_is_a_guarded_reference():
-    """A misspelt or renamed entry in PROTECTED would protect nothing, silently."""
-    from attnkit.guard import references  # attnkit imports every module with references
-    from autograder.protect import PROTECTED
+def test_protected_lists_come_from_the_graded_in_tags():
+    """Each assignment protects the references tagged with it; every tag names an assignment."""
+    from attnkit.graded import graded_in, protected_in, references
 
+    assignments = sorted(p.parent.name for p in (ROOT / "solutions").glob("*/*.py")
+                         if p.stem == p.parent.name)
+    tags = {a.split("_")[0] for a in assignments}
     known = references()
-    missing = {a: [n for n in names if n not in known] for a, names in PROTECTED.items()}
-    assert not any(missing.values()), missing
-    assert {"kernel.favor_two_softmax", "kernel.softmax_biased"} <= set(PROTECTED["a3_low_rank_and_kernels"])
+    assert {t for fn in known.values() for t in graded_in(fn)} <= tags
+    for name in assignments:
+        names = protected_in(name)
+        assert names and set(names) <= set(known), name
+        assert protected_in(name.split("_")[0]) == names
+    assert {"kernel.favor_two_softmax", "kernel.softmax_biased"} <= set(protected_in("a3_low_rank_and_kernels"))
+    assert "dense.dense_attention" in protected_in("a1") and "dense.dense_attention" not in protected_in("a2")
+    assert "fixed.local_mask" in protected_in("a2") and "bellcurve.bellcurve" in protected_in("a5")

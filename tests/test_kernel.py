@@ -14,13 +14,7 @@ from attnkit.kernel import (RandomFeatures, _key_splits, _performer_setup, effic
                             kernel_attention, linear, linear_recurrent, linear_reference,
                             orthogonal_gaussian, performer, performer_reference, positive_features,
                             softmax_biased, trig_features)
-
-
-def fresh_qkv(B=2, H=3, N=37, M=None, D=5, Dv=None, dtype=torch.float64, scale=1.0):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-    q = torch.randn(B, H, N, D, generator=g, dtype=dtype) * scale
-    k = torch.randn(B, H, M or N, D, generator=g, dtype=dtype) * scale
-    return q, k, torch.randn(B, H, M or N, Dv or D, generator=g, dtype=dtype)
+from strategies import fresh_qkv
 
 
 CASES = [

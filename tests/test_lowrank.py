@@ -9,13 +9,7 @@ import torch
 from attnkit import VARIANTS, dense_attention, largest_intermediate
 from attnkit.lowrank import (CompressedKV, LinformerProjection, compressed, compressed_reference,
                              linformer, linformer_reference, pooling_matrix, random_projection)
-
-
-def fresh_qkv(B=2, H=3, N=37, M=None, D=5, Dv=None, dtype=torch.float64):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-    q = torch.randn(B, H, N, D, generator=g, dtype=dtype)
-    k = torch.randn(B, H, M or N, D, generator=g, dtype=dtype)
-    return q, k, torch.randn(B, H, M or N, Dv or D, generator=g, dtype=dtype)
+from strategies import fresh_qkv
 
 
 CASES = [

@@ -157,3 +157,64 @@ def test_matches_flex_attention_create_mask(mod):
     assert torch.equal(materialize(mod, N, M, B=B, H=H), expected)
     if mod not in (per_head, per_batch):  # no dependence on (b, h): the (N, M) form agrees too
         assert torch.equal(materialize(mod, N, M), expected[0, 0])
+
+
+# ---------------------------------------------------------------- the shared patterns
+
+LAYOUT = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1]], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("mod", [
+    masks.window_mask(2), masks.window_mask(2, dilation=3), masks.window_mask(3, causal=True),
+    masks.global_mask(2), masks.global_mask([0, 5]), masks.layout_mask(LAYOUT, 3),
+    or_masks(masks.window_mask(1), masks.global_mask(torch.tensor([4]))),
+], ids=["window", "dilated", "causal-window", "first-g", "listed", "layout", "longformer"])
+def test_shared_patterns_match_flex_create_mask(mod):
+    create_mask = _create_mask()
+    expected = create_mask(mod, 1, 1, 9, 9, device="cpu")[0, 0]
+    assert torch.equal(materialize(mod, 9), expected)
+
+
+def test_shared_patterns_equal_their_definitions():
+    i, j = torch.arange(9).view(9, 1), torch.arange(9).view(1, 9)
+    d = i - j
+    assert torch.equal(materialize(masks.window_mask(2, dilation=3), 9), (d.abs() <= 6) & (d % 3 == 0))
+    assert torch.equal(materialize(masks.window_mask(3, causal=True), 9), (d >= 0) & (d <= 3))
+    listed = torch.zeros(9, dtype=torch.bool)
+    listed[[0, 5]] = True
+    assert torch.equal(materialize(masks.global_mask([0, 5]), 9), listed.view(9, 1) | listed.view(1, 9))
+    assert torch.equal(materialize(masks.global_mask(2), 9), (i < 2) | (j < 2))
+    assert torch.equal(materialize(masks.layout_mask(LAYOUT, 3), 9), LAYOUT[i // 3, j // 3])
+    with pytest.raises(ValueError, match=">= 0"):
+        masks.global_mask([-1, 2])
+
+
+def test_new_hyperparameters_reuse_the_same_mask_code():
+    """Hyperparameters are captured tensors: FlexAttention compiles each pattern's code once."""
+    assert masks.window_mask(4).__code__ is masks.window_mask(9, dilation=2, causal=True).__code__
+    tables = [masks.layout_mask(LAYOUT, 3), masks.layout_mask(~LAYOUT, 5)]
+    assert tables[0].__code__ is tables[1].__code__
+
+
+def test_patterns_live_in_the_mask_modules_not_in_the_flex_path():
+    """Each pattern is written once (attnkit.masks and the family modules); the Flex path only
+    runs them, and no other module reaches into its private helpers."""
+    import ast
+    import pathlib
+
+    import attnkit
+    from attnkit import flex
+
+    lib = pathlib.Path(attnkit.__file__).parent
+    tree = ast.parse((lib / "flex.py").read_text())
+    defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    factories = [n for n in defined if n.endswith(("_mod", "_mask")) and n != "block_mask"]
+    assert not factories, f"pattern factories in flex.py: {factories}"  # block_mask: the cache
+    assert "dispatch" in flex.__all__
+    for path in lib.rglob("*.py"):
+        if path.name == "flex.py":
+            continue
+        private = [n.attr for n in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                   and n.value.id == "flex" and n.attr.startswith("_")]
+        assert not private, (path.name, private)

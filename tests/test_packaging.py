@@ -66,7 +66,7 @@ def test_environment_installs_the_kit_itself():
 
 def test_console_script_is_declared_and_resolves():
     target = pyproject()["project"]["scripts"]["attnkit"]
-    assert target == "attnkit.cli:main"
+    assert target == "autograder.cli:main"
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func))
 

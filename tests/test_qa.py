@@ -8,6 +8,7 @@ import torch
 
 from attnkit import VARIANTS
 from attnkit import qa
+from attnkit.grading import random_qkv
 from attnkit.qa import (ANSWER0, CUE0, FILLER0, GLOBAL_TOKENS, BellCurveAttention, QAEncoder, WindowAttention,
                         attention, decode_spans, evaluate, exact_match, make_dataset, make_splits, span_f1,
                         train)
@@ -170,9 +171,8 @@ def test_encoder_rejects_bad_tokens():
 
 
 def _qkvx(B=2, H=2, N=24, D=8, C=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(*s, generator=g, dtype=torch.float64) for s in
-            ((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, N, C))]
+    q, k, v = random_qkv(B, H, N, D, seed=seed)
+    return [q, k, v, torch.randn(B, N, C, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)]
 
 
 def test_window_module_equals_the_longformer_variant():

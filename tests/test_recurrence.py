@@ -15,12 +15,7 @@ from attnkit.masks import materialize_scores
 from attnkit.modules import split_heads
 from attnkit.recurrence import (SegmentRecurrence, relative_bias_matrix, relative_bias_mod,
                                 transformer_xl, transformer_xl_reference, xl_attention, xl_mask)
-from strategies import Shape, make_qkv, seeds, shapes
-
-
-def fresh_qkv(B=2, H=3, N=37, D=5, Dv=None, dtype=torch.float64):
-    seed = int(torch.randint(0, 2**31 - 1, ()))
-    return make_qkv(Shape(B, H, N, N, D, Dv or D), seed, dtype=dtype)
+from strategies import fresh_qkv, make_qkv, seeds, shapes
 
 
 def fresh_bias(H=3, R=6, dtype=torch.float64):
@@ -79,8 +74,8 @@ def test_xl_mask_matches_its_formula():
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_xl_attention_equals_dense_over_the_concatenation(Mlen, with_bias):
     B, H, N, D, Dv = 2, 3, 7, 5, 4
-    q, k, v = fresh_qkv(B, H, N, D, Dv)
-    mem_k, _, mem_v = fresh_qkv(B, H, Mlen, D, Dv)
+    q, k, v = fresh_qkv(B, H, N, D, Dv=Dv)
+    mem_k, _, mem_v = fresh_qkv(B, H, Mlen, D, Dv=Dv)
     bias = fresh_bias(H, R=5) if with_bias else None
     out = xl_attention(q, k, v, mem_k=mem_k, mem_v=mem_v, bias=bias, scale=0.4)
     L = Mlen + N

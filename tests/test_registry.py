@@ -9,14 +9,14 @@ import torch
 
 import attnkit
 from attnkit import VARIANTS, Variant, dense_attention, register
+from strategies import fresh_qkv as _fresh_qkv
 
 # Small enough to be fast, divisible enough for block- and window-based variants.
 B, H, N, D = 2, 2, 64, 8
 
 
 def fresh_qkv(dtype=torch.float64):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-    return tuple(torch.randn(B, H, N, D, generator=g, dtype=dtype) for _ in range(3))
+    return _fresh_qkv(B, H, N, D, dtype=dtype)
 
 
 def test_variants_is_a_dict_of_variants():

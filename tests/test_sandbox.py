@@ -1,7 +1,7 @@
 """The grading sandbox (autograder/sandbox.py), checked from inside a real sandboxed kernel.
 
 One kernel runs a notebook of probes (no network, no view of the repository's solutions, the
-gradebook, other students or /work/shared, a writable scratch folder and nothing else
+gradebook, other students or the grader's home, a writable scratch folder and nothing else
 writable, limits on memory, file size and processes, interrupts that still work, attnkit
 importable); each probe prints one word that the test checks, next to a control run outside
 the sandbox where that matters. Then ``probe()`` and an end-to-end grading of the a1 samples.
@@ -78,8 +78,7 @@ def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
     (other / "answer.txt").write_text("bob's")
     gradebook = course / "gradebook.db"
     gradebook.write_text("grades")
-    hidden = [ROOT / "solutions", gradebook, other, Path("/work/shared"), ROOT / "autograder",
-              Path.home() / ".cache"]
+    hidden = [ROOT / "solutions", gradebook, other, ROOT / "autograder", Path.home() / ".cache"]
     monkeypatch.setenv("ATTNKIT_TEST_SECRET", "s3cret")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

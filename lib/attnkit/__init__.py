@@ -3,9 +3,14 @@
     from attnkit import dense_attention, VARIANTS
     out = VARIANTS["dense"](q, k, v)          # (B, H, N, D) in, (B, H, N, D) out
 
-Modules, one per family: ``dense`` (the reference), ``masks`` (patterns as mask functions),
-``modules`` (multi-head attention), ``measure`` (FLOPs, largest tensor, peak memory, timer),
-``grading`` (checks for notebook test cells), ``plot`` (heatmaps and mask grids).
+Modules, one per family: ``dense`` (the reference), ``masks`` (patterns as mask functions,
+the shared window / global / block-table patterns), ``modules`` (multi-head attention),
+``measure`` (FLOPs, largest tensor, peak memory, timer), ``grading`` (checks for notebook test
+cells), ``plot`` (heatmaps and mask grids), ``graded`` (the marker on reference functions);
+the variants: ``fixed`` with its CPU kernels ``banded`` and ``blocksparse`` and its GPU path
+``flex``, ``recurrence``, ``lowrank``, ``kernel``, ``bellcurve``, ``varwindow``, ``span``, and
+``qa`` (a small QA task and model). ``attnkit.guard`` is grading machinery: only a grading
+kernel imports it. Nothing here imports the grading pipeline.
 """
 from . import grading, masks, measure, plot
 from .dense import dense_attention, softmax

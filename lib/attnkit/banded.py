@@ -28,24 +28,20 @@ Longformer (arXiv:2004.05150); Dao et al. (2022), FlashAttention (log-sum-exp me
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .dense import dense_attention
-from .guard import reference
+from .graded import reference
+from .masks import MaskMod, window_mask
 
 __all__ = ["attend", "merge", "window_attention", "biased_window", "with_globals", "dilated_attention",
            "residue_attention", "block_attention", "summary_attention"]
 
 Part = tuple[Tensor, Tensor]  # (out (B, H, N, Dv), lse (B, H, N))
-
-
-def window_keep(d: Tensor, reach: int, dilation: int, causal: bool) -> Tensor:
-    """|d| <= reach and d % dilation == 0 (and d >= 0 when causal), for d = q_idx - kv_idx."""
-    keep = (d.abs() <= reach) & (d % dilation == 0)
-    return keep & (d >= 0) if causal else keep
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, keep: Tensor) -> Part:
@@ -88,28 +84,27 @@ def _pad_to(x: Tensor, length: int) -> Tensor:
     return F.pad(x, (0, 0, 0, length - x.shape[-2]))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
-def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: int = 1,
-                     causal: bool = False, scale: float, valid: Tensor | None = None) -> Part:
-    """Window |i - j| <= reach (d % dilation == 0), by chunks of c queries against slabs.
+class _Slabs(NamedTuple):
+    """Chunks of c queries and their key slabs (the layout of both window kernels)."""
+    qc: Tensor  # (B, H, nc, c, D) scaled queries, zero-padded to nc·c
+    ks: Tensor  # (B, H, nc, D, L) keys of each slab (slab n starts at key n·c - w)
+    vs: Tensor  # (B, H, nc, L, Dv)
+    i: Tensor  # (nc, c, 1) query positions
+    j: Tensor  # (nc, 1, L) key positions (< 0 or >= N: padding)
+    w: int  # the reach, at most N - 1
+    after: int  # keys after the chunk: w, or 0 when causal
 
-    Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
-    length L = c + 2·reach (causal: [n·c - reach, n·c + c), L = c + reach). The visible part
-    of a slab is the same band for every chunk, so the mask is one additive ``(nc, c, L)`` bias
-    (0 or -inf) built once, and the scale is folded into q. c = w, raised towards 64 (at most 2w) for small windows: tiny chunks cost more in
+
+def _slabs(q: Tensor, k: Tensor, v: Tensor, reach: int, causal: bool, scale: float) -> _Slabs:
+    """Cut ``(B, H, N, D)`` into chunks of c queries, each against a slab of L = c + w + after keys.
+
+    c = w, raised towards 64 (at most 2w) for small windows: tiny chunks cost more in
     per-matmul overhead than they save (measured on the course machine). So L <= 4w.
-
-    ``valid`` (boolean, broadcastable to ``(B, H, N)``) marks positions that are real: keys
-    outside it are masked for the real queries (used by :func:`dilated_attention`, whose
-    residue sequences end in padding).
-
-    Cost: time O(N·(c + 2w)·D) <= O(4·N·w·D), memory O(N·(c + 2w)) = O(N·w).
     """
     B, H, N, D = q.shape
-    Dv = v.shape[-1]
     if k.shape[-2] != N:
         raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
-    w = min(reach, N - 1)  # a window wider than the sequence sees everything
+    w = max(min(reach, N - 1), 0)  # a window wider than the sequence sees everything
     c = max(min(max(w, 64), 2 * w, N), 1)
     after = 0 if causal else w  # a causal window needs no keys after its chunk
     nc, L = math.ceil(N / c), c + w + after
@@ -117,72 +112,89 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, *, reach: int, dilation: i
     pad = (0, 0, w, nc * c - N + after)  # w keys before, enough after: length (nc - 1)·c + L
     ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
     vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
-
     i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
     j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
         + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
-    keep = window_keep(i - j, reach, dilation, causal) & (j >= 0) & (j < N)  # (nc, c, L)
-    keep |= i >= N  # padding queries (cropped below) see their whole slab: no NaN in backward
-    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, -math.inf)
-    if valid is not None:
-        valid_q = F.pad(valid, (0, nc * c - N)).unflatten(-1, (nc, c)).unsqueeze(-1)  # (.., nc, c, 1)
-        valid_k = F.pad(valid, (w, nc * c - N + after)).unfold(-1, L, c).unsqueeze(-2)  # (.., nc, 1, L)
-        bias = bias.masked_fill(valid_q & ~valid_k, -math.inf)  # (.., nc, c, L)
-    scores = qc @ ks + bias  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
-    # Every real query row holds j = i, so no row is fully masked: torch.softmax is safe.
+    return _Slabs(qc, ks, vs, i, j, w, after)
+
+
+def _softmax_slabs(scores: Tensor, vs: Tensor, N: int) -> Part:
+    """Softmax over each slab row and its log-sum-exp, cropped back to N queries.
+
+    Every row holds at least one finite score (real rows see j = i, filler rows their slab).
+    """
+    B, H, nc, c, _ = scores.shape
     out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
-    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]  # (B, H, N, Dv)
+    out = out.reshape(B, H, nc * c, vs.shape[-1])[:, :, :N]  # (B, H, N, Dv)
     lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]  # (B, H, N)
     return out, lse
 
 
+@reference(graded_in=("a2",))
+def window_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int = 1,
+                     causal: bool = False, scale: float, valid: Tensor | None = None) -> Part:
+    """The window of :func:`attnkit.masks.window_mask` (|i - j| <= reach = w·dilation, (i - j) %
+    dilation == 0), by chunks of c queries against key slabs.
+
+    Chunk n holds queries [n·c, n·c + c) and its key slab [n·c - reach, n·c + c + reach), of
+    length L = c + 2·reach (causal: [n·c - reach, n·c + c), L = c + reach). The visible part
+    of a slab is the same band for every chunk, so the mask is one additive ``(nc, c, L)`` bias
+    (0 or -inf) built once, and the scale is folded into q. Chunk sizes: see :func:`_slabs`.
+
+    ``valid`` (boolean, broadcastable to ``(B, H, N)``) marks positions that are real: keys
+    outside it are masked for the real queries (used by :func:`dilated_attention`, whose
+    residue sequences end in padding).
+
+    Cost: time O(N·(c + 2w)·D) <= O(4·N·w·D), memory O(N·(c + 2w)) = O(N·w).
+    """
+    N = q.shape[-2]
+    s = _slabs(q, k, v, window * dilation, causal, scale)
+    nc, c = s.qc.shape[2:4]
+    in_window = window_mask(window, dilation=dilation, causal=causal, device=q.device)
+    keep = in_window(0, 0, s.i, s.j) & (s.j >= 0) & (s.j < N)  # (nc, c, L)
+    keep |= s.i >= N  # padding queries (cropped below) see their whole slab: no NaN in backward
+    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, -math.inf)
+    if valid is not None:
+        L = s.ks.shape[-1]
+        valid_q = F.pad(valid, (0, nc * c - N)).unflatten(-1, (nc, c)).unsqueeze(-1)  # (.., nc, c, 1)
+        valid_k = F.pad(valid, (s.w, nc * c - N + s.after)).unfold(-1, L, c).unsqueeze(-2)  # (.., nc, 1, L)
+        bias = bias.masked_fill(valid_q & ~valid_k, -math.inf)  # (.., nc, c, L)
+    scores = s.qc @ s.ks + bias  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+    return _softmax_slabs(scores, s.vs, N)
+
+
 def biased_window(q: Tensor, k: Tensor, v: Tensor, *, reach: int, scale: float, skip: int = 0,
-          causal: bool = False, widths: Tensor | None = None, bias=None) -> Part:
-    """Window keys j >= ``skip`` with |i - j| <= reach (<= widths_i if given), plus a log-bias.
+                  causal: bool = False, row_mask: MaskMod | None = None, bias=None) -> Part:
+    """Window keys j >= ``skip`` with |i - j| <= reach (and ``row_mask``), plus a log-bias.
 
     The learned windows (:mod:`attnkit.bellcurve`, :mod:`attnkit.varwindow`, :mod:`attnkit.span`)
     run on this. Chunks of c queries against key slabs of L = c + 2w keys, as
-    :func:`window_attention`; ``bias(d, lay)`` returns the log-space bias for
-    offsets d = i - j ``(nc, c, L)``, where ``lay(t)`` turns a per-query ``(.., N)`` tensor into
-    ``(.., nc, c, 1)``. Rows i < skip (global queries, handled apart) are filler: they see their
-    whole slab and must be discarded by the caller. Returns ``(out (B, H, N, Dv), lse (B, H, N))``.
+    :func:`window_attention`. ``row_mask`` (a mask function that may depend on b, h and the
+    query, such as per-query widths) is evaluated on the slabs' ``(B, H, nc, c, L)`` grid.
+    ``bias(d, lay)`` returns the log-space bias for offsets d = i - j ``(nc, c, L)``, where
+    ``lay(t)`` turns a per-query ``(.., N)`` tensor into ``(.., nc, c, 1)``. Rows i < skip
+    (global queries, handled apart) are filler: they see their whole slab and must be discarded
+    by the caller. Returns ``(out (B, H, N, Dv), lse (B, H, N))``.
     Cost: time O(N·(c + 2w)·D), memory O(N·(c + 2w)) = O(N·w).
     """
-    B, H, N, D = q.shape
-    Dv = v.shape[-1]
-    if k.shape[-2] != N:
-        raise ValueError(f"window attention needs as many keys as queries: N={N}, M={k.shape[-2]}")
-    w = max(min(reach, N - 1), 0)
-    c = max(min(max(w, 64), 2 * w, N), 1)
-    after = 0 if causal else w
-    nc, L = math.ceil(N / c), c + w + after
-    qc = F.pad(q * scale, (0, 0, 0, nc * c - N)).view(B, H, nc, c, D)  # (B, H, nc, c, D)
-    pad = (0, 0, w, nc * c - N + after)
-    ks = F.pad(k, pad).unfold(2, L, c)  # (B, H, nc, D, L): slab n starts at key n·c - w
-    vs = F.pad(v, pad).unfold(2, L, c).transpose(-2, -1)  # (B, H, nc, L, Dv)
-
-    i = torch.arange(nc * c, device=q.device).view(nc, c, 1)  # query positions (nc, c, 1)
-    j = (torch.arange(nc, device=q.device) * c - w).view(nc, 1, 1) \
-        + torch.arange(L, device=q.device).view(1, 1, L)  # key positions (nc, 1, L)
-    d = i - j  # (nc, c, L)
-    keep = (d.abs() <= w) & (j >= skip) & (j < N)
-    if causal:
-        keep &= d >= 0
+    B, H, N, _ = q.shape
+    s = _slabs(q, k, v, reach, causal, scale)
+    nc, c = s.qc.shape[2:4]
+    i, j = s.i, s.j
+    keep = window_mask(s.w, causal=causal, device=q.device)(0, 0, i, j) & (j >= skip) & (j < N)
+    if row_mask is not None:
+        b = torch.arange(B, device=q.device).view(B, 1, 1, 1, 1)
+        h = torch.arange(H, device=q.device).view(1, H, 1, 1, 1)
+        keep = keep & row_mask(b, h, i.clamp(max=N - 1), j)  # (B, H, nc, c, L)
+    keep = keep | (i >= N) | (i < skip)  # filler rows see their whole slab: no NaN anywhere
 
     def lay(t: Tensor, fill: float = 1.0) -> Tensor:  # (.., N) -> (.., nc, c, 1)
         return F.pad(t, (0, nc * c - N), value=fill).unflatten(-1, (nc, c)).unsqueeze(-1)
 
-    if widths is not None:
-        keep = keep & (d.abs() <= lay(widths, 0))  # (B|1, H|1, nc, c, L)
-    keep = keep | (i >= N) | (i < skip)  # filler rows see their whole slab: no NaN anywhere
-    scores = qc @ ks  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
+    scores = s.qc @ s.ks  # (B, H, nc, c, D) @ (B, H, nc, D, L) -> (B, H, nc, c, L)
     if bias is not None:
-        scores = scores + bias(d.to(q.dtype), lay)
-    scores = scores.masked_fill(~keep, -math.inf)
-    out = torch.softmax(scores, dim=-1) @ vs  # (B, H, nc, c, L) @ (B, H, nc, L, Dv)
-    out = out.reshape(B, H, nc * c, Dv)[:, :, :N]
-    lse = torch.logsumexp(scores, dim=-1).reshape(B, H, nc * c)[:, :, :N]
-    return out, lse
+        scores = scores + bias((i - j).to(q.dtype), lay)
+    return _softmax_slabs(scores.masked_fill(~keep, -math.inf), s.vs, N)
 
 
 def with_globals(q: Tensor, k: Tensor, v: Tensor, part: Part, g: int, scale: float) -> Tensor:
@@ -195,7 +207,7 @@ def with_globals(q: Tensor, k: Tensor, v: Tensor, part: Part, g: int, scale: flo
     return torch.cat([rows, out[:, :, g:]], dim=2)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def dilated_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int,
                       causal: bool = False, scale: float) -> Part:
     """Dilated window |i - j| <= w·δ, (i - j) % δ == 0, as a plain window inside residue classes.
@@ -214,7 +226,7 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation:
 
     pos = torch.arange(n, device=q.device).view(1, n) * d + torch.arange(d, device=q.device).view(d, 1)
     valid = (pos < N).repeat(H, 1).view(1, H * d, n)  # (1, H·δ, n): real positions
-    out, lse = window_attention(split(q), split(k), split(v), reach=window, causal=causal,
+    out, lse = window_attention(split(q), split(k), split(v), window=window, causal=causal,
                                 scale=scale, valid=valid)
     out = out.view(B, H, d, n, Dv).transpose(2, 3).reshape(B, H, n * d, Dv)[:, :, :N]
     return out, lse.view(B, H, d, n).transpose(2, 3).reshape(B, H, n * d)[:, :, :N]

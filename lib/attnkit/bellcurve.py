@@ -1,4 +1,4 @@
-"""The learnable attention window of seeds 000/001: a bell curve over |i - j| with a learned sigma.
+"""The learnable attention window of Wu's 2022 progress reports: a bell curve over |i - j| with a learned sigma.
 
 Longformer's sliding window, weighted by a Gaussian bell curve over the distance between query
 i and key j, with a standard deviation sigma that is learned (predicted per token):
@@ -13,16 +13,16 @@ log U_ij to the score of every window key:
     s_ij = q_i·k_j·scale                      when i or j is one of the g global tokens (no bias)
     s_ij = -inf                               otherwise;            out_i = softmax_j(s_ij) v_j
 
-The seeds' *multiplicative form* multiplies the softmax weights by U and renormalises:
+The reports' *multiplicative form* multiplies the softmax weights by U and renormalises:
 p_ij U_ij / Σ_k p_ik U_ik = exp(s_ij + log U_ij) / Σ_k exp(s_ik + log U_ik): the same thing.
 σ depends on the query only, so the PDF's peak -log(σ_i·sqrt(2π)) is one constant per row: it
 cancels in the softmax *unless* some keys of the row get no bias. Global keys get none, so the
 normalised form divides every window weight by σ·sqrt(2π) against the global keys: at σ = 50000
-the window keys are swamped (the seeds' "weights of sliding window tokens are nearly ZERO").
+the window keys are swamped (the reports' "weights of sliding window tokens are nearly ZERO").
 Without global tokens the two forms give the same output.
 
 Next to it: :mod:`attnkit.varwindow` slices a finite window w off the curve
-(``window_from_sigma``) and attends with a per-query width (the seeds' stage 2), and
+(``window_from_sigma``) and attends with a per-query width (the reports' stage 2), and
 :mod:`attnkit.span` is the published anchor for learned spans (adaptive span, a soft ramp).
 
 Cost: banded on the CPU (:func:`attnkit.banded.biased_window`: chunks of queries against key
@@ -30,7 +30,7 @@ slabs), time
 O(N·(w + g)·D), memory O(N·(w + g)); FlexAttention on CUDA (block mask from the window, the
 bias as a ``score_mod`` with σ captured as a tensor: a new σ does not recompile).
 
-Sources: Y.-H. Wu, progress reports 2022-05-11 and 2022-05-25 (seeds 000/001); Yang et al.
+Sources: Y.-H. Wu, progress reports 2022-05-11 and 2022-05-25; Yang et al.
 (2018), Modeling Localness for Self-Attention Networks (EMNLP; σ from U_d and W_p); Beltagy et
 al. (2020), Longformer (arXiv:2004.05150); Sukhbaatar et al. (2019), Adaptive Attention Span in
 Transformers (arXiv:1905.07799).
@@ -38,6 +38,7 @@ Transformers (arXiv:1905.07799).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +46,10 @@ from torch import Tensor, nn
 
 from . import flex
 from .banded import biased_window, with_globals
-from .dense import dense_attention
-from .guard import reference
+from .dense import default_scale, dense_attention
+from .graded import reference
+from .fixed import longformer_mask
+from .masks import full, global_mask, materialize_scores, window_mask
 
 __all__ = ["SQRT_2PI", "bell_log_curve", "bell_score_mod", "bell_bias", "bellcurve", "bellcurve_reference",
            "bell_weights_attention", "SigmaPredictor"]
@@ -80,14 +83,14 @@ def _sigma_grid(sigma, B: int, H: int, N: int, *, device=None) -> Tensor:
     return sigma.unsqueeze(1) if sigma.dim() == 2 else sigma
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bell_log_curve(d: Tensor, sigma: Tensor, normalised: bool = False) -> Tensor:
     """log U for offsets d = i - j: -½ (d/σ)², minus log(σ·sqrt(2π)) when ``normalised``."""
     out = -0.5 * (d / sigma) ** 2
     return out - torch.log(sigma * SQRT_2PI) if normalised else out
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None,
                    global_tokens: int = 0, B: int = 1, H: int = 1, N: int = 1, device=None):
     """The bell-curve window as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``.
@@ -105,20 +108,19 @@ def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None
     sig = _sigma_grid(sigma, B, H, N, device=device)
     per_b, per_h, per_n = (sig.dim() == 3 and sig.shape[0] > 1, sig.dim() == 3 and sig.shape[1] > 1,
                            sig.dim() == 3 and sig.shape[2] > 1)
-    reach = torch.tensor(-1 if window is None else int(window), device=sig.device)
-    g = torch.tensor(int(global_tokens), device=sig.device)
+    inside = full if window is None else window_mask(int(window), device=sig.device)
+    is_global = global_mask(int(global_tokens), device=sig.device)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         s = sig if sig.dim() == 0 else sig[b if per_b else 0, h if per_h else 0, q_idx if per_n else 0]
         s = s.to(score.dtype)
         d = (q_idx - kv_idx).to(score.dtype)
-        inside = ((q_idx - kv_idx).abs() <= reach) | (reach < 0)
-        biased = torch.where(inside, score + bell_log_curve(d, s, normalised), -math.inf)
-        return torch.where((q_idx < g) | (kv_idx < g), score, biased)
+        biased = torch.where(inside(b, h, q_idx, kv_idx), score + bell_log_curve(d, s, normalised), -math.inf)
+        return torch.where(is_global(b, h, q_idx, kv_idx), score, biased)
     return score_mod
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = None,
               global_tokens: int = 0, B: int = 1, H: int = 1, dtype=torch.float64,
               device=None) -> Tensor:
@@ -126,8 +128,6 @@ def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = N
 
     Memory O(N²): for references and plots.
     """
-    from .masks import materialize_scores
-
     mod = bell_score_mod(sigma, normalised=normalised, window=window, global_tokens=global_tokens,
                          B=B, H=H, N=N, device=device)
     return materialize_scores(mod, torch.zeros(B, H, N, N, dtype=dtype, device=device))
@@ -148,13 +148,9 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
                          f"B, H, N; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
 
 
-def _scale(q: Tensor, scale: float | None) -> float:
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-
-
 # ---------------------------------------------------------------- the bell-curve window
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
               window: int | None = None, global_tokens: int = 0,
               scale: float | None = None) -> Tensor:
@@ -173,33 +169,34 @@ def bellcurve(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = Fals
 
     Returns ``(B, H, N, Dv)``.
     Cost: time O(N·(w + g)·D), memory O(N·(w + g)) (banded on CPU, FlexAttention on CUDA).
-    Paper: seeds 000/001 (Wu 2022), on Longformer (Beltagy et al. 2020).
+    Paper: Wu 2022 (progress reports), on Longformer (Beltagy et al. 2020).
     """
     _check_qkv(q, k, v, "bellcurve")
     if window is not None and window < 0 or global_tokens < 0:
         raise ValueError(f"bellcurve: window and global_tokens must be >= 0, got {window}, {global_tokens}")
     B, H, N, _ = q.shape
-    sc = _scale(q, scale)
+    sc = default_scale(q, scale)
     g = min(global_tokens, N)
-    if flex.use_flex(q):
-        w = N if window is None else min(window, N)
-        mod = bell_score_mod(sigma, normalised=normalised, window=window, global_tokens=g,
-                             B=B, H=H, N=N, device=q.device)
-        return flex.flex_attend(q, k, v, key=("bellcurve", w, g), scale=sc, score_mod=mod,
-                                mask_mod=_window_global_mod(w, g, q.device))
-    if window is None or window >= N - 1:
-        return bellcurve_reference(q, k, v, sigma=sigma, normalised=normalised, window=window,
-                                   global_tokens=global_tokens, scale=scale)
-    sig = _sigma_grid(sigma, B, H, N, device=q.device)
+    w = N if window is None else min(window, N)
 
-    def bias(d: Tensor, lay) -> Tensor:  # (nc, c, L) -> (B|1, H|1, nc, c, L)
-        return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+    def cpu() -> Tensor:
+        if window is None or window >= N - 1:
+            return bellcurve_reference(q, k, v, sigma=sigma, normalised=normalised, window=window,
+                                       global_tokens=global_tokens, scale=scale)
+        sig = _sigma_grid(sigma, B, H, N, device=q.device)
 
-    part = biased_window(q, k, v, reach=window, scale=sc, skip=g, bias=bias)
-    return with_globals(q, k, v, part, g, sc)
+        def bias(d: Tensor, lay) -> Tensor:  # (nc, c, L) -> (B|1, H|1, nc, c, L)
+            return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+
+        part = biased_window(q, k, v, reach=window, scale=sc, skip=g, bias=bias)
+        return with_globals(q, k, v, part, g, sc)
+    return flex.dispatch(q, k, v, cpu, key=("bellcurve", w, g), scale=sc,
+                         mask_mod=partial(longformer_mask, w, g),  # the keys the curve may weight
+                         score_mod=partial(bell_score_mod, sigma, normalised=normalised, window=window,
+                                           global_tokens=g, B=B, H=H, N=N))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bellcurve_reference(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
                         window: int | None = None, global_tokens: int = 0,
                         scale: float | None = None) -> Tensor:
@@ -210,11 +207,11 @@ def bellcurve_reference(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: b
     return dense_attention(q, k, v, mask=bias, scale=scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def bell_weights_attention(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised: bool = False,
                            window: int | None = None, global_tokens: int = 0,
                            renormalise: bool = True, scale: float | None = None) -> Tensor:
-    """The seeds' multiplicative form: softmax weights (window + global keys) times the curve.
+    """The reports' multiplicative form: softmax weights (window + global keys) times the curve.
 
         p_ij = softmax_j(q_i·k_j·scale) over visible keys;   a_ij = p_ij U_ij   (U = 1 for global)
         renormalise: a_ij / Σ_k a_ik  (== :func:`bellcurve`)   else: a_ij as it is
@@ -235,15 +232,6 @@ def bell_weights_attention(q: Tensor, k: Tensor, v: Tensor, *, sigma, normalised
     return a @ v  # (B, H, N, N) @ (B, H, N, Dv) -> (B, H, N, Dv)
 
 
-def _window_global_mod(window: int, g: int, device):
-    """Flex mask: |i - j| <= w, or i or j among the first g tokens."""
-    reach, gt = torch.tensor(window, device=device), torch.tensor(g, device=device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return ((q_idx - kv_idx).abs() <= reach) | (q_idx < gt) | (kv_idx < gt)
-    return mask_mod
-
-
 # ---------------------------------------------------------------- sigma from the hidden state
 
 class SigmaPredictor(nn.Module):
@@ -251,11 +239,11 @@ class SigmaPredictor(nn.Module):
 
         z_i = U_d tanh(W_p x_i) + b_d,      σ_i = σ_min + softplus(z_i)      (> σ_min > 0)
 
-    Yang et al. bound σ with a sigmoid times the length; the seeds let σ grow from 1 to 58, so
+    Yang et al. bound σ with a sigmoid times the length; the reports let σ grow from 1 to 58, so
     we use softplus: unbounded above, linear for large z (a step in z moves σ by at most that
     step, where exp would move it in proportion to σ and explode at a 100× learning rate), and
     the floor σ_min keeps 1/σ² finite. U_d starts at zero and b_d at softplus⁻¹(σ0 - σ_min),
-    so every token starts at exactly σ0 (the seeds start near 1).
+    so every token starts at exactly σ0 (the reports start near 1).
 
     Shapes: x ``(B, N, C)`` -> σ ``(B, H, N)`` (one σ per head; ``heads=1`` gives ``(B, 1, N)``).
     """
@@ -273,7 +261,7 @@ class SigmaPredictor(nn.Module):
         x = sigma_init - sigma_min  # softplus⁻¹(x) = x + log(1 - exp(-x))
         nn.init.constant_(self.U_d.bias, x + math.log(-math.expm1(-x)))
 
-    @reference  # refuses student callers while grading (attnkit.guard)
+    @reference(graded_in=("a5",))
     def forward(self, x: Tensor) -> Tensor:
         z = self.U_d(torch.tanh(self.W_p(x)))  # (B, N, C) -> (B, N, hidden) -> (B, N, H)
         return (self.sigma_min + F.softplus(z)).transpose(1, 2)  # (B, H, N)
@@ -286,7 +274,7 @@ def _register_all() -> None:
 
     register("bellcurve", bellcurve, family="learned window", reference=bellcurve_reference,
              cost="O(N·(w + g)·D) time, O(N·(w + g)) memory",
-             paper="Wu 2022, differentiable attention window (seeds 000/001); Yang et al. 2018, "
+             paper="Wu 2022, differentiable attention window; Yang et al. 2018, "
                    "Modeling Localness for Self-Attention Networks",
              example_kwargs={"sigma": 2.0, "window": 6, "global_tokens": 2})
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dense import softmax
+from .dense import default_scale, softmax
 from .masks import MaskMod
 
 __all__ = ["block_layout", "blocksparse_attention"]
@@ -90,7 +90,7 @@ def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, *, mask_mod: MaskMod,
     """
     B, H, N, D = q.shape
     M, Dv = k.shape[-2], v.shape[-1]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    scale = default_scale(q, scale)
     if layout is None:
         layout = block_layout(mask_mod, N, M, block=block, B=B, H=H, device=q.device)
     layout = layout.to(q.device).expand(B, H, math.ceil(N / block), math.ceil(M / block))

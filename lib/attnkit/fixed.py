@@ -24,17 +24,18 @@ Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from .guard import reference
 from .banded import (attend, block_attention, dilated_attention, merge, residue_attention, summary_attention,
-                     window_attention, window_keep)
+                     window_attention)
 from .blocksparse import blocksparse_attention
-from .dense import dense_attention
 from . import flex
-from .masks import MaskMod, materialize
+from .dense import default_scale, dense_attention
+from .graded import reference
+from .masks import MaskMod, global_mask, layout_mask, materialize, or_masks, window_mask
 
 __all__ = [
     "local_mask", "dilated_mask", "strided_mask", "fixed_mask", "longformer_mask", "bigbird_mask",
@@ -45,41 +46,40 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- mask functions (patterns)
+# Factories of mask functions; hyperparameters are captured as 0-d tensors on ``device`` (the
+# GPU path passes the tensors' device) so FlexAttention compiles each pattern once.
 
-_window_keep = window_keep
-
-
-@reference  # refuses student callers while grading (attnkit.guard)
-def local_mask(window: int, causal: bool = False) -> MaskMod:
+@reference(graded_in=("a2",))
+def local_mask(window: int, causal: bool = False, *, device=None) -> MaskMod:
     """Sliding window: |i - j| <= w (and j <= i when ``causal``)."""
-    def mask_mod(b, h, q_idx, kv_idx):
-        return _window_keep(q_idx - kv_idx, window, 1, causal)
-    return mask_mod
+    return window_mask(window, causal=causal, device=device)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
-def dilated_mask(window: int, dilation: int, causal: bool = False) -> MaskMod:
+@reference(graded_in=("a2",))
+def dilated_mask(window: int, dilation: int, causal: bool = False, *, device=None) -> MaskMod:
     """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0."""
-    def mask_mod(b, h, q_idx, kv_idx):
-        return _window_keep(q_idx - kv_idx, window * dilation, dilation, causal)
-    return mask_mod
+    return window_mask(window, dilation=dilation, causal=causal, device=device)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
-def strided_mask(stride: int) -> MaskMod:
+@reference(graded_in=("a2",))
+def strided_mask(stride: int, *, device=None) -> MaskMod:
     """Sparse Transformer strided: j <= i and (i - j < s or (i - j) % s == 0)."""
+    s = torch.tensor(stride, device=device)
+
     def mask_mod(b, h, q_idx, kv_idx):
         d = q_idx - kv_idx
-        return (d >= 0) & ((d < stride) | (d % stride == 0))
+        return (d >= 0) & ((d < s) | (d % s == 0))
     return mask_mod
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
-def fixed_mask(stride: int, summary: int = 1) -> MaskMod:
+@reference(graded_in=("a2",))
+def fixed_mask(stride: int, summary: int = 1, *, device=None) -> MaskMod:
     """Sparse Transformer fixed: j <= i and (j // s == i // s or j % s >= s - summary)."""
+    s, first_summary = torch.tensor(stride, device=device), torch.tensor(stride - summary, device=device)
+
     def mask_mod(b, h, q_idx, kv_idx):
-        same_block = kv_idx // stride == q_idx // stride
-        summary_col = kv_idx % stride >= stride - summary
+        same_block = kv_idx // s == q_idx // s
+        summary_col = kv_idx % s >= first_summary
         return (kv_idx <= q_idx) & (same_block | summary_col)
     return mask_mod
 
@@ -94,23 +94,15 @@ def _global_index(global_tokens: Tensor | int, N: int, device=None) -> Tensor:
     return g
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
-def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1) -> MaskMod:
+@reference(graded_in=("a2",))
+def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1, *,
+                    device=None) -> MaskMod:
     """Longformer: dilated window, or i global (sees all), or j global (seen by all)."""
-    window_mod = dilated_mask(window, dilation)
-
-    def is_global(idx: Tensor) -> Tensor:
-        if isinstance(global_tokens, int):
-            return idx < global_tokens
-        g = torch.as_tensor(global_tokens, device=idx.device).long().flatten()
-        return (idx.unsqueeze(-1) == g).any(-1)  # (..., g) -> (...)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return window_mod(b, h, q_idx, kv_idx) | is_global(q_idx) | is_global(kv_idx)
-    return mask_mod
+    return or_masks(window_mask(window, dilation=dilation, device=device),
+                    global_mask(global_tokens, device=device))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, random_blocks: int,
                    seed: int) -> Tensor:
     """BigBird's block layout ``(nb, nb)``: window, global rows and columns, r random per row."""
@@ -125,17 +117,12 @@ def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, rand
     return layout
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int = 1,
-                 random_blocks: int = 1, seed: int = 0) -> MaskMod:
+                 random_blocks: int = 1, seed: int = 0, *, device=None) -> MaskMod:
     """BigBird: key j visible to query i when layout[i // block, j // block] (see bigbird_layout)."""
-    nb = math.ceil(N / block)
-    layout = bigbird_layout(nb, window_blocks, global_blocks, random_blocks, seed)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        table = layout.to(q_idx.device)
-        return table[(q_idx // block).clamp(max=nb - 1), (kv_idx // block).clamp(max=nb - 1)]
-    return mask_mod
+    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
+    return layout_mask(layout.to(device), block)
 
 
 def _check(name: str, **values: int) -> None:
@@ -148,11 +135,7 @@ def _check(name: str, **values: int) -> None:
 
 # ---------------------------------------------------------------- attention functions
 
-def _scale(q: Tensor, scale: float | None) -> float:
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-
-
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
           scale: float | None = None) -> Tensor:
     """Sliding-window attention: query i sees keys |i - j| <= w (and j <= i if ``causal``).
@@ -164,13 +147,13 @@ def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
     Paper: Child et al. 2019 (local attention); Beltagy et al. 2020 (sliding window).
     """
     _check("local", window=window)
-    if flex.use_flex(q):
-        return flex.flex_attend(q, k, v, key=("local", window, causal), scale=scale,
-                                mask_mod=flex.window_mod(window, causal=causal, device=q.device))
-    return window_attention(q, k, v, reach=window, causal=causal, scale=_scale(q, scale))[0]
+    return flex.dispatch(
+        q, k, v, lambda: window_attention(q, k, v, window=window, causal=causal,
+                                          scale=default_scale(q, scale))[0],
+        key=("local", window, causal), mask_mod=partial(local_mask, window, causal), scale=scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, causal: bool = False,
             scale: float | None = None) -> Tensor:
     """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0.
@@ -182,14 +165,14 @@ def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, caus
     Paper: Beltagy et al. 2020 (dilated sliding window).
     """
     _check("dilated", window=window, dilation=dilation)
-    if flex.use_flex(q):
-        return flex.flex_attend(q, k, v, key=("dilated", window, dilation, causal), scale=scale,
-                                mask_mod=flex.window_mod(window, dilation, causal, device=q.device))
-    return dilated_attention(q, k, v, window=window, dilation=dilation, causal=causal,
-                             scale=_scale(q, scale))[0]
+    return flex.dispatch(
+        q, k, v, lambda: dilated_attention(q, k, v, window=window, dilation=dilation, causal=causal,
+                                           scale=default_scale(q, scale))[0],
+        key=("dilated", window, dilation, causal), scale=scale,
+        mask_mod=partial(dilated_mask, window, dilation, causal))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
     """Sparse Transformer strided (causal): j <= i and (i - j < s or (i - j) % s == 0).
 
@@ -200,15 +183,16 @@ def strided(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None
     Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
     """
     _check("strided", stride=stride)
-    if flex.use_flex(q):
-        return flex.flex_attend(q, k, v, key=("strided", stride), mask_mod=strided_mask(stride),
-                                scale=scale)
-    sc = _scale(q, scale)
-    return merge(window_attention(q, k, v, reach=stride - 1, causal=True, scale=sc),
-                 residue_attention(q, k, v, stride=stride, scale=sc))
+
+    def cpu() -> Tensor:
+        sc = default_scale(q, scale)
+        return merge(window_attention(q, k, v, window=stride - 1, causal=True, scale=sc),
+                     residue_attention(q, k, v, stride=stride, scale=sc))
+    return flex.dispatch(q, k, v, cpu, key=("strided", stride), scale=scale,
+                         mask_mod=partial(strided_mask, stride))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1,
           scale: float | None = None) -> Tensor:
     """Sparse Transformer fixed (causal): j <= i and (same stride block or a summary column).
@@ -220,15 +204,16 @@ def fixed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, summary: int = 1,
     Paper: Child et al. 2019, "Generating Long Sequences with Sparse Transformers".
     """
     _check("fixed", stride=stride, summary=summary)
-    if flex.use_flex(q):
-        return flex.flex_attend(q, k, v, key=("fixed", stride, summary), scale=scale,
-                                mask_mod=fixed_mask(stride, summary))
-    sc = _scale(q, scale)
-    return merge(block_attention(q, k, v, block=stride, scale=sc),
-                 summary_attention(q, k, v, stride=stride, summary=summary, scale=sc))
+
+    def cpu() -> Tensor:
+        sc = default_scale(q, scale)
+        return merge(block_attention(q, k, v, block=stride, scale=sc),
+                     summary_attention(q, k, v, stride=stride, summary=summary, scale=sc))
+    return flex.dispatch(q, k, v, cpu, key=("fixed", stride, summary), scale=scale,
+                         mask_mod=partial(fixed_mask, stride, summary))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: Tensor | int,
                dilation: int = 1, scale: float | None = None) -> Tensor:
     """Longformer: a (dilated) sliding window plus g global tokens that see and are seen by all.
@@ -241,26 +226,24 @@ def longformer(q: Tensor, k: Tensor, v: Tensor, *, window: int, global_tokens: T
     """
     _check("longformer", window=window, dilation=dilation)
     N = q.shape[-2]
-    sc = _scale(q, scale)
     g = _global_index(global_tokens, N, device=q.device)
-    if flex.use_flex(q):
-        is_global = torch.zeros(N, dtype=torch.bool, device=q.device).index_fill_(0, g, True)
-        return flex.flex_attend(q, k, v, key=("longformer", window, dilation, tuple(g.tolist())),
-                                mask_mod=flex.longformer_mod(window, is_global, dilation),
-                                scale=scale)
-    reach = window * dilation
-    part = window_attention(q, k, v, reach=reach, dilation=dilation, scale=sc)
-    if g.numel() == 0:
-        return part[0]
-    # Global keys outside each query's window: (B, H, N, D) @ (B, H, D, g) -> (B, H, N, g)
-    outside = ~window_keep(torch.arange(N, device=q.device).view(N, 1) - g.view(1, -1),
-                           reach, dilation, False)  # (N, g)
-    out = merge(part, attend(q * sc, k[:, :, g], v[:, :, g], outside))
-    rows = dense_attention(q[:, :, g], k, v, scale=sc)  # global queries see all: (B, H, g, Dv)
-    return out.index_copy(2, g, rows)
+
+    def cpu() -> Tensor:
+        sc = default_scale(q, scale)
+        part = window_attention(q, k, v, window=window, dilation=dilation, scale=sc)
+        if g.numel() == 0:
+            return part[0]
+        # Global keys outside each query's window: (B, H, N, D) @ (B, H, D, g) -> (B, H, N, g)
+        in_window = window_mask(window, dilation=dilation, device=q.device)
+        outside = ~in_window(0, 0, torch.arange(N, device=q.device).view(N, 1), g.view(1, -1))  # (N, g)
+        out = merge(part, attend(q * sc, k[:, :, g], v[:, :, g], outside))
+        rows = dense_attention(q[:, :, g], k, v, scale=sc)  # global queries see all: (B, H, g, Dv)
+        return out.index_copy(2, g, rows)
+    return flex.dispatch(q, k, v, cpu, key=("longformer", window, dilation, tuple(g.tolist())),
+                         mask_mod=partial(longformer_mask, window, g, dilation), scale=scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int = 1,
             global_blocks: int = 1, random_blocks: int = 1, seed: int = 0,
             scale: float | None = None) -> Tensor:
@@ -275,16 +258,15 @@ def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int =
     _check("bigbird", block=block, window_blocks=window_blocks, global_blocks=global_blocks,
            random_blocks=random_blocks)
     N = max(q.shape[-2], k.shape[-2])
-    if flex.use_flex(q):  # block = 128 (or a multiple) lines up with Flex's tiles: see attnkit.flex
-        layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks,
-                                seed).to(q.device)
-        return flex.flex_attend(q, k, v, mask_mod=flex.table_mod(layout, block), scale=scale,
-                                key=("bigbird", block, window_blocks, global_blocks,
-                                     random_blocks, seed))
-    mask_mod = bigbird_mask(N, block, window_blocks, global_blocks, random_blocks, seed)
-    layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
-    return blocksparse_attention(q, k, v, mask_mod=mask_mod, block=block, scale=scale,
-                                 layout=layout)
+    pattern = (N, block, window_blocks, global_blocks, random_blocks, seed)
+
+    def cpu() -> Tensor:
+        layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
+        return blocksparse_attention(q, k, v, mask_mod=layout_mask(layout, block), block=block,
+                                     scale=scale, layout=layout)
+    # block = 128 (or a multiple) lines up with Flex's tiles: see attnkit.flex
+    return flex.dispatch(q, k, v, cpu, key=("bigbird",) + pattern, scale=scale,
+                         mask_mod=partial(bigbird_mask, *pattern))
 
 
 # ---------------------------------------------------------------- dense references
@@ -295,37 +277,37 @@ def _dense_with(mask_mod: MaskMod, q: Tensor, k: Tensor, v: Tensor, scale) -> Te
     return dense_attention(q, k, v, mask=mask, scale=scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def local_reference(q, k, v, *, window, causal=False, scale=None):
     """Dense attention with the materialised :func:`local_mask` (slow, obviously correct)."""
     return _dense_with(local_mask(window, causal), q, k, v, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def dilated_reference(q, k, v, *, window, dilation, causal=False, scale=None):
     """Dense attention with the materialised :func:`dilated_mask`."""
     return _dense_with(dilated_mask(window, dilation, causal), q, k, v, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def strided_reference(q, k, v, *, stride, scale=None):
     """Dense attention with the materialised :func:`strided_mask`."""
     return _dense_with(strided_mask(stride), q, k, v, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def fixed_reference(q, k, v, *, stride, summary=1, scale=None):
     """Dense attention with the materialised :func:`fixed_mask`."""
     return _dense_with(fixed_mask(stride, summary), q, k, v, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def longformer_reference(q, k, v, *, window, global_tokens, dilation=1, scale=None):
     """Dense attention with the materialised :func:`longformer_mask`."""
     return _dense_with(longformer_mask(window, global_tokens, dilation), q, k, v, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def bigbird_reference(q, k, v, *, block, window_blocks=1, global_blocks=1, random_blocks=1,
                       seed=0, scale=None):
     """Dense attention with the materialised :func:`bigbird_mask`."""

@@ -12,8 +12,9 @@ Three traps this module guards against (measured on an H100, see ``docs/measurem
    ``torch._dynamo.config.recompile_limit`` (8) compilations dynamo quietly runs the *eager*
    FlexAttention, which materialises the N×N scores (out of memory at N=65536). We raise the
    limit to :data:`RECOMPILE_LIMIT` and set ``fail_on_recompile_limit_hit`` so that hitting it
-   raises instead of falling back; the mask functions below capture their hyperparameters as
-   tensors, so a new window size is new *data*, not new code, and reuses the compiled kernel.
+   raises instead of falling back; the pattern factories (:mod:`attnkit.masks` and the family
+   modules) capture their hyperparameters as 0-d tensors, so a new window size is new *data*,
+   not new code, and reuses the compiled kernel.
 2. **``create_block_mask`` at long N** materialises the full mask unless compiled
    (``_compile=True``); it is slow to build, so block masks are cached per
    (pattern, B, H, N, M, device).
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend", "flex_biased",
-           "window_mod", "longformer_mod", "table_mod", "clear_cache"]
+           "dispatch", "clear_cache"]
 
 RECOMPILE_LIMIT = 64
 _CACHE_SIZE = 32
@@ -100,17 +101,47 @@ def block_mask(key: Hashable, mask_mod, B: int, H: int, N: int, M: int, device,
     return mask
 
 
-def flex_attend(q: Tensor, k: Tensor, v: Tensor, *, key: Hashable, mask_mod, score_mod=None,
+def flex_attend(q: Tensor, k: Tensor, v: Tensor, *, key: Hashable | None, mask_mod, score_mod=None,
                 scale: float | None = None, per_head: bool = False) -> Tensor:
     """Compiled FlexAttention of ``(B, H, N, D)`` tensors under the cached block mask ``key``.
 
+    ``key=None``: the mask depends on data that changes every call (per-query widths), so its
+    block mask is built for this call and not cached.
     ``per_head``: the pattern depends on b or h (builds a (B, H, ...) block mask).
     Cost: O(T·128²·D) for T non-empty 128×128 tiles; memory O(N·D) (no score matrix).
     """
     B, H, N, _ = q.shape
     M = k.shape[-2]
-    mask = block_mask(key, mask_mod, B if per_head else 1, H if per_head else 1, N, M, q.device)
+    Bm, Hm = (B, H) if per_head else (1, 1)
+    if key is None:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        _guard_recompiles()
+        mask = create_block_mask(mask_mod, Bm if Bm > 1 else None, Hm if Hm > 1 else None, N, M,
+                                 device=q.device, _compile=True)
+    else:
+        mask = block_mask(key, mask_mod, Bm, Hm, N, M, q.device)
     return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=mask, scale=scale)
+
+
+def dispatch(q: Tensor, k: Tensor, v: Tensor, cpu: Callable[[], Tensor], *, key: Hashable | None,
+             mask_mod: Callable, score_mod: Callable | None = None, scale: float | None = None,
+             per_head: bool = False, inference_only: bool = False) -> Tensor:
+    """The one branch between a pattern's CPU kernel and FlexAttention.
+
+    On CUDA tensors: :func:`flex_attend` with ``mask_mod(device=q.device)`` (and
+    ``score_mod(device=q.device)``): the factories build their 0-d tensor parameters on the GPU.
+    Elsewhere (or with ``inference_only`` while a gradient is needed): ``cpu()``.
+
+        return flex.dispatch(q, k, v, lambda: window_attention(...)[0], key=("local", w, causal),
+                             mask_mod=partial(local_mask, w, causal), scale=scale)
+    """
+    needs_grad = any(x.requires_grad for x in (q, k, v))
+    if not use_flex(q) or (inference_only and needs_grad):
+        return cpu()
+    return flex_attend(q, k, v, key=key, mask_mod=mask_mod(device=q.device),
+                       score_mod=None if score_mod is None else score_mod(device=q.device),
+                       scale=scale, per_head=per_head)
 
 
 def flex_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,37 +163,3 @@ def flex_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tensor, 
         return _compiled_flex()(q, k, v, score_mod=score_mod, scale=1.0, return_lse=True)
     out, aux = _compiled_flex()(q, k, v, score_mod=score_mod, scale=1.0, return_aux=AuxRequest(lse=True))
     return out, aux.lse
-
-
-# ------------------------------------------------------- mask functions with tensor parameters
-# Hyperparameters live in 0-d tensors captured by the closure: torch.compile treats them as
-# inputs, so a different window reuses the compiled kernel instead of compiling a new one.
-
-def window_mod(window: int, dilation: int = 1, causal: bool = False, device=None):
-    """|i - j| <= window·dilation and (i - j) % dilation == 0 (and j <= i when causal)."""
-    reach = torch.tensor(window * dilation, device=device)
-    dil = torch.tensor(dilation, device=device)
-    lo = torch.tensor(0 if causal else -(window * dilation) - 1, device=device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        d = q_idx - kv_idx
-        return (d.abs() <= reach) & (d % dil == 0) & (d >= lo)
-    return mask_mod
-
-
-def longformer_mod(window: int, is_global: Tensor, dilation: int = 1):
-    """Window, or query global, or key global; ``is_global`` is a boolean ``(N,)`` table."""
-    window_part = window_mod(window, dilation, device=is_global.device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return window_part(b, h, q_idx, kv_idx) | is_global[q_idx] | is_global[kv_idx]
-    return mask_mod
-
-
-def table_mod(layout: Tensor, block: int):
-    """Block pattern from a boolean ``(nb, nb)`` layout: visible when layout[i // block, j // block]."""
-    blk = torch.tensor(block, device=layout.device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return layout[q_idx // blk, kv_idx // blk]
-    return mask_mod

@@ -28,14 +28,15 @@ __all__ = [
 _AXIS_NAMES = "B, H, N, D"
 
 
-def random_qkv(B: int, H: int, N: int, D: int, *, M: int | None = None, seed: int = 0,
-               dtype: torch.dtype = torch.float64, device=None, scale: float = 1.0):
-    """Fresh random ``q (B, H, N, D)``, ``k, v (B, H, M, D)`` from a seeded generator."""
+def random_qkv(B: int, H: int, N: int, D: int, *, M: int | None = None, Dv: int | None = None,
+               seed: int = 0, dtype: torch.dtype = torch.float64, device=None, scale: float = 1.0):
+    """Fresh random ``q (B, H, N, D)``, ``k (B, H, M, D)``, ``v (B, H, M, Dv)`` from a seeded
+    generator (M defaults to N, Dv to D; q and k are multiplied by ``scale``)."""
     g = torch.Generator().manual_seed(seed)
     M = N if M is None else M
     q = torch.randn(B, H, N, D, generator=g, dtype=dtype) * scale
     k = torch.randn(B, H, M, D, generator=g, dtype=dtype) * scale
-    v = torch.randn(B, H, M, D, generator=g, dtype=dtype)
+    v = torch.randn(B, H, M, D if Dv is None else Dv, generator=g, dtype=dtype)
     return tuple(t.to(device) if device is not None else t for t in (q, k, v))
 
 

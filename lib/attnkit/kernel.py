@@ -42,13 +42,14 @@ import torch
 from torch import Tensor, nn
 
 from . import flex
-from .guard import reference
+from .dense import default_scale
+from .graded import reference
 
 __all__ = [
     "elu_features", "positive_features", "trig_features", "gaussian_features", "orthogonal_gaussian",
     "kernel_attention", "kernel_attention_reference", "linear", "linear_reference",
     "linear_recurrent", "efficient", "efficient_reference", "performer", "performer_reference",
-    "favor_two_softmax", "softmax_biased", "RandomFeatures",
+    "favor_two_softmax", "softmax_biased", "RandomFeatures", "feature_variance",
 ]
 
 FeatureMap = Callable[[Tensor], Tensor]
@@ -56,7 +57,7 @@ FeatureMap = Callable[[Tensor], Tensor]
 
 # ---------------------------------------------------------------- feature maps and random features
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def elu_features(x: Tensor) -> Tensor:
     """φ(x) = elu(x) + 1 > 0 (Katharopoulos et al.): ``(..., D) -> (..., D)``.
 
@@ -66,14 +67,14 @@ def elu_features(x: Tensor) -> Tensor:
     return torch.where(x > 0, x + 1, torch.exp(x.clamp(max=0)))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def positive_features(x: Tensor, w: Tensor) -> Tensor:
     """FAVOR+ positive features φ(x) = exp(Wx - |x|²/2) / sqrt(m): ``(..., D), (m, D) -> (..., m)``."""
     m = w.shape[0]
     return torch.exp(x @ w.T - (x * x).sum(-1, keepdim=True) / 2) / math.sqrt(m)  # (..., m)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def trig_features(x: Tensor, w: Tensor) -> Tensor:
     """φ(x) = sqrt(2/m) [cos(Wx), sin(Wx)] exp(|x|²/2): ``(..., D), (m/2, D) -> (..., m)``."""
     m = 2 * w.shape[0]
@@ -82,7 +83,7 @@ def trig_features(x: Tensor, w: Tensor) -> Tensor:
     return torch.cat([wx.cos(), wx.sin()], dim=-1) * norm * math.sqrt(2 / m)  # (..., m)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def orthogonal_gaussian(m: int, D: int, seed: int = 0, *, dtype=torch.float32, device=None) -> Tensor:
     """``(m, D)`` Gaussian directions, orthonormal within each block of D rows, chi(D) norms.
 
@@ -98,7 +99,7 @@ def orthogonal_gaussian(m: int, D: int, seed: int = 0, *, dtype=torch.float32, d
     return (w * norms).to(dtype=dtype, device=device)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def gaussian_features(m: int, D: int, *, orthogonal: bool = True, seed: int = 0,
                       dtype=torch.float32, device=None) -> Tensor:
     """``(m, D)`` random projection W: orthogonal blocks (:func:`orthogonal_gaussian`) or iid N(0, 1)."""
@@ -112,7 +113,7 @@ def gaussian_features(m: int, D: int, *, orthogonal: bool = True, seed: int = 0,
 
 # ---------------------------------------------------------------- the shared linear-time core
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False,
                      chunk: int = 64) -> Tensor:
     """out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j), j over all keys (or j <= i).
@@ -142,7 +143,7 @@ def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = 
     return torch.cat(outs, dim=2)  # (B, H, N, Dv)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def kernel_attention_reference(phi_q: Tensor, phi_k: Tensor, v: Tensor, *,
                                causal: bool = False) -> Tensor:
     """The dense form: A = Φ_Q Φ_Kᵀ (N×M, lower triangle if causal), out = A V / A 1 (slow, obvious)."""
@@ -162,7 +163,7 @@ def _feature_map(feature_map: str | FeatureMap) -> FeatureMap:
 
 # ---------------------------------------------------------------- linear attention (Katharopoulos)
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def linear(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
            causal: bool = False, chunk: int = 64) -> Tensor:
     """Linear attention: out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ Σ_j φ(k_j), φ = elu + 1.
@@ -176,14 +177,14 @@ def linear(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "
     return kernel_attention(phi(q), phi(k), v, causal=causal, chunk=chunk)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def linear_reference(q, k, v, *, feature_map="elu", causal=False, chunk=None):
     """Dense form of :func:`linear`: the N×M matrix φ(Q) φ(K)ᵀ, row-normalised (slow, obvious)."""
     phi = _feature_map(feature_map)
     return kernel_attention_reference(phi(q), phi(k), v, causal=causal)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def linear_recurrent(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | FeatureMap = "elu",
                      state: tuple[Tensor, Tensor] | None = None, return_state: bool = False):
     """Causal linear attention as an RNN, one token at a time (equals ``linear(causal=True)``).
@@ -213,7 +214,6 @@ def linear_recurrent(q: Tensor, k: Tensor, v: Tensor, *, feature_map: str | Feat
 
 # ---------------------------------------------------------------- efficient attention (Shen et al.)
 
-@reference  # refuses student callers while grading (attnkit.guard)
 def efficient(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Efficient attention: out = softmax_D(Q) (softmax_M(K)ᵀ V).
 
@@ -226,7 +226,6 @@ def efficient(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return q.softmax(dim=-1) @ context  # (B, H, N, D) @ (B, H, D, Dv) -> (B, H, N, Dv)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
 def efficient_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Dense form of :func:`efficient`: the N×M matrix softmax_D(Q) softmax_M(K)ᵀ times V."""
     a = q.softmax(dim=-1) @ k.softmax(dim=-2).transpose(-2, -1)  # (B, H, N, M)
@@ -256,11 +255,11 @@ def _performer_setup(q, k, m, kind, orthogonal, seed, features, scale):
             raise ValueError(f"trig features come in cos/sin pairs: m must be even, got {m}")
         rows = m if kind == "positive" else m // 2
         features = _drawn_features(rows, D, bool(orthogonal), seed, q.dtype, q.device)  # (m, D) or (m/2, D)
-    c = math.sqrt(1.0 / math.sqrt(D) if scale is None else scale)  # x -> x / D^(1/4)
+    c = math.sqrt(default_scale(q, scale))  # x -> x / D^(1/4)
     return q * c, k * c, features.to(dtype=q.dtype, device=q.device)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "positive",
               orthogonal: bool = True, seed: int = 0, causal: bool = False,
               features: Tensor | None = None, scale: float | None = None, chunk: int = 64) -> Tensor:
@@ -302,9 +301,9 @@ def performer(q: Tensor, k: Tensor, v: Tensor, *, m: int = 256, kind: str = "pos
 # attention with W as keys, a as values and a bias lse_f per key. Both are fused softmax kernels
 # (FlexAttention on a GPU): the (N, m) feature matrices are never written to memory, and the
 # log-sum-exps replace the max shifts of the eager path. A plain PyTorch FAVOR+ that writes them
-# ran only 1.7x faster than SDPA at N=16384 on an H100 (../shared/NOTES-gpu.md).
+# ran only 1.7x faster than SDPA at N=16384 on an H100 (measured by the course team).
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def softmax_biased(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """Dense form of :func:`attnkit.flex.flex_biased`: softmax_j(q_i·k_j + bias_j) v_j, and the lse.
 
@@ -331,7 +330,7 @@ def _key_splits(k: Tensor, w: Tensor, *, min_keys: int = 1024, programs: int = 2
     return S
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def favor_two_softmax(q: Tensor, k: Tensor, v: Tensor, w: Tensor, attend=softmax_biased, *,
                       splits: int = 1) -> Tensor:
     """Non-causal positive-feature Performer computed as two softmax attentions (see above).
@@ -359,7 +358,7 @@ def favor_two_softmax(q: Tensor, k: Tensor, v: Tensor, w: Tensor, attend=softmax
     return out  # (B, H, N, Dv)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def performer_reference(q, k, v, *, m=256, kind="positive", orthogonal=True, seed=0, causal=False,
                         features=None, scale=None, chunk=None):
     """Dense form of :func:`performer` (same W): the N×M matrix φ(Q) φ(K)ᵀ, row-normalised.
@@ -418,3 +417,74 @@ def _register() -> None:
 
 
 _register()
+
+
+# ---------------------------------------------------------------- variance of the FAVOR estimates
+
+def _hyp1f1_d(D: int, z: Tensor) -> Tensor:
+    """Kummer's function ₁F₁(D; D/2; z) elementwise, in float64, by its power series.
+
+    E[exp(u·s)] = ₁F₁(D; D/2; |s|²/2) and E[cos(u·s)] = ₁F₁(D; D/2; -|s|²/2) for u = w₁ + w₂, two
+    rows of one orthogonal block (|u|² ~ χ²(2D), direction uniform). For z < 0 the series of
+    Kummer's transformation e^z ₁F₁(-D/2; D/2; -z) is summed instead (less cancellation).
+    """
+    z = z.to(torch.float64)
+    neg = z < 0
+    a = torch.where(neg, -D / 2, float(D))
+    x = z.abs()
+    term, total = torch.ones_like(x), torch.ones_like(x)
+    for n in range(100_000):
+        term = term * (a + n) / (D / 2 + n) * x / (n + 1)  # (a)_n / ((D/2)_n n!) xⁿ
+        total = total + term
+        if n > D and bool((term.abs() <= 1e-17 * total.abs()).all()):
+            break
+    return torch.where(neg, torch.exp(z), torch.ones_like(z)) * total
+
+
+def feature_variance(q: Tensor, k: Tensor, m: int, *, kind: str = "positive",
+                     orthogonal: bool = False) -> Tensor:
+    """Var[φ(q)·φ(k)] of the random-feature estimate of exp(qᵀk) with m features (exact).
+
+    Shapes: q, k ``(..., D)`` (broadcast) -> ``(...)``, float64. With Δ = q - k and s = q + k,
+    for iid rows w ~ N(0, I_D):
+
+        positive (m rows w):        Var = (1/m) exp(qᵀk)² (exp(|s|²) - 1)
+        trig (m/2 cos–sin pairs):   Var = (1/m) exp(|q|² + |k|²) (1 - exp(-|Δ|²))²
+
+    Orthogonal W (:func:`orthogonal_gaussian`: blocks of D orthogonal rows) adds the covariance
+    of the P = Σ_blocks n_b(n_b - 1) ordered pairs of rows that share a block, with
+    F(z) = ₁F₁(D; D/2; z):
+
+        positive:  + (P/m²)  (exp(-|q|² - |k|²) F(|s|²/2) - exp(qᵀk)²)
+        trig:      + (4P/m²) exp(|q|² + |k|²) (F(-|Δ|²/2) - exp(-|Δ|²))
+
+    (w₁ + w₂ for two rows of one block has |w₁ + w₂|² ~ χ²(2D) and a uniform direction, so
+    E exp((w₁ + w₂)ᵀs) = F(|s|²/2) and E cos((w₁ ± w₂)ᵀΔ) = F(-|Δ|²/2).) The positive covariance
+    is always negative (F(x/2) < eˣ term by term): orthogonal positive features never have a
+    larger variance. The trigonometric one is negative too, except where |Δ|² is large (above
+    about 9 for D <= 16), and there it is tiny.
+    Cost: O(D + |z|) per pair (the terms of F's series).
+    Sources: Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794);
+    Yu et al. 2016, Orthogonal Random Features (arXiv:1610.09072).
+    """
+    q, k = torch.broadcast_tensors(q.to(torch.float64), k.to(torch.float64))
+    D = q.shape[-1]
+    nq, nk = (q * q).sum(-1), (k * k).sum(-1)
+    rows = m if kind == "positive" else m // 2 if kind == "trig" else None
+    if rows is None or rows < 1:
+        raise ValueError(f"kind must be 'positive' or 'trig' with m >= {1 if kind == 'positive' else 2}, "
+                         f"got kind={kind!r}, m={m}")
+    sizes = [D] * (rows // D) + ([rows % D] if rows % D else [])
+    pairs = sum(n * (n - 1) for n in sizes) if orthogonal else 0
+    if kind == "positive":
+        s2 = ((q + k) ** 2).sum(-1)
+        kernel2 = torch.exp(2 * (q * k).sum(-1))  # exp(qᵀk)²
+        var = kernel2 * torch.expm1(s2) / m
+        if pairs:
+            var = var + pairs / m**2 * (torch.exp(-nq - nk) * _hyp1f1_d(D, s2 / 2) - kernel2)
+        return var
+    d2 = ((q - k) ** 2).sum(-1)
+    var = torch.exp(nq + nk) * (-torch.expm1(-d2)) ** 2 / m
+    if pairs:
+        var = var + 4 * pairs / m**2 * torch.exp(nq + nk) * (_hyp1f1_d(D, -d2 / 2) - torch.exp(-d2))
+    return var

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .guard import reference
-from .dense import dense_attention, softmax
+from .graded import reference
+from .dense import default_scale, dense_attention, softmax
 
 __all__ = ["random_projection", "clear_cache", "pooling_matrix", "linformer", "linformer_reference", "compressed",
            "compressed_reference", "LinformerProjection", "CompressedKV"]
@@ -104,7 +104,7 @@ def _projections(k: Tensor, proj_len, seed, E, F_, share_kv):
     return E.to(k.dtype), F_.to(k.dtype)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def linformer(q: Tensor, k: Tensor, v: Tensor, *, proj_len: int | None = None, seed: int = 0,
               E: Tensor | None = None, F: Tensor | None = None, share_kv: bool = False,
               scale: float | None = None) -> Tensor:
@@ -122,12 +122,12 @@ def linformer(q: Tensor, k: Tensor, v: Tensor, *, proj_len: int | None = None, s
     return _attend_short(q, k_proj, v_proj, scale)  # (B, H, N, k) scores -> (B, H, N, Dv)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a3",))
 def linformer_reference(q, k, v, *, proj_len=None, seed=0, E=None, F=None, share_kv=False,
                         scale=None):
     """Dense form of :func:`linformer`: the N×M scores Q Kᵀ, projected to k columns by Eᵀ."""
     E, F_ = _projections(k, proj_len, seed, E, F, share_kv)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = default_scale(q, scale)
     scores = (q @ k.transpose(-2, -1)) @ E.transpose(-2, -1)  # (B, H, N, M) @ (M, k) -> (B, H, N, k)
     return softmax(scores * scale) @ (F_ @ v)  # (B, H, N, k) @ (B, H, k, Dv) -> (B, H, N, Dv)
 
@@ -143,7 +143,6 @@ def _pool(x: Tensor, stride: int) -> Tensor:
     return sums / counts
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
 def compressed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | None = None) -> Tensor:
     """Memory-compressed attention: attend to the means of each run of s keys and values.
 
@@ -157,7 +156,6 @@ def compressed(q: Tensor, k: Tensor, v: Tensor, *, stride: int, scale: float | N
     return _attend_short(q, k_pool, v_pool, scale)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
 def compressed_reference(q, k, v, *, stride, scale=None):
     """Dense form of :func:`compressed`: the Linformer reference with E = F = the pooling matrix."""
     P = pooling_matrix(k.shape[-2], stride, dtype=k.dtype, device=k.device)  # (⌈M/s⌉, M)

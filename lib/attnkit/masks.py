@@ -8,22 +8,35 @@ pattern plots. Mask functions must be written with tensor operations (``&``, ``|
 arithmetic), not Python ``and``/``if``, so that they work on whole index grids at once.
 
 A *score function* ``score_mod(score, b, h, q_idx, kv_idx) -> score`` adds a bias instead.
+
+The patterns that several variants share are written here once, as factories whose
+hyperparameters are captured as 0-d tensors (FlexAttention compiles a mask function once and
+treats captured tensors as inputs, so a new window is new data, not a recompile):
+
+    window_mask(w, dilation=δ, causal)   |i - j| <= w·δ, (i - j) % δ == 0 (and j <= i)
+    global_mask(g)                       i or j is a global token (the first g, or listed ones)
+    layout_mask(layout, block)           layout[i // block, j // block] (block-sparse tables)
+
+Longformer is ``or_masks(window_mask(w), global_mask(g))``; the learned windows of chapter 8
+add a bias on top of the same two.
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .guard import reference
+from .graded import reference
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 __all__ = [
     "MaskMod", "ScoreMod", "full", "causal", "and_masks", "or_masks", "not_mask",
-    "materialize", "materialize_scores", "causal_mask", "density",
+    "materialize", "materialize_scores", "causal_mask", "density", "window_mask", "global_mask",
+    "layout_mask",
 ]
 
 
@@ -37,34 +50,28 @@ def causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
     return kv_idx <= q_idx
 
 
-def and_masks(*mods: MaskMod) -> MaskMod:
-    """Intersection of patterns: visible only where every ``mod`` allows it."""
+def _combine(mods: tuple[MaskMod, ...], op: Callable[[Tensor, Tensor], Tensor], name: str) -> MaskMod:
     if not mods:
-        raise ValueError("and_masks needs at least one mask function")
+        raise ValueError(f"{name}_masks needs at least one mask function")
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mods[0](b, h, q_idx, kv_idx)
         for mod in mods[1:]:
-            out = out & mod(b, h, q_idx, kv_idx)
+            out = op(out, mod(b, h, q_idx, kv_idx))
         return out
 
-    mask_mod.__name__ = "and_" + "_".join(getattr(m, "__name__", "mask") for m in mods)
+    mask_mod.__name__ = f"{name}_" + "_".join(getattr(m, "__name__", "mask") for m in mods)
     return mask_mod
+
+
+def and_masks(*mods: MaskMod) -> MaskMod:
+    """Intersection of patterns: visible only where every ``mod`` allows it."""
+    return _combine(mods, operator.and_, "and")
 
 
 def or_masks(*mods: MaskMod) -> MaskMod:
     """Union of patterns: visible where any ``mod`` allows it."""
-    if not mods:
-        raise ValueError("or_masks needs at least one mask function")
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        out = mods[0](b, h, q_idx, kv_idx)
-        for mod in mods[1:]:
-            out = out | mod(b, h, q_idx, kv_idx)
-        return out
-
-    mask_mod.__name__ = "or_" + "_".join(getattr(m, "__name__", "mask") for m in mods)
-    return mask_mod
+    return _combine(mods, operator.or_, "or")
 
 
 def not_mask(mod: MaskMod) -> MaskMod:
@@ -88,7 +95,7 @@ def _grid(N: int, M: int, B: int | None, H: int | None, device) -> tuple[Tensor,
     return b, h, q_idx.view(1, 1, N, 1), kv_idx.view(1, 1, 1, M)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a1",))
 def materialize(mask_mod: MaskMod, N: int, M: int | None = None, *, B: int | None = None,
                 H: int | None = None, device=None) -> Tensor:
     """Evaluate ``mask_mod`` on every (query, key) pair.
@@ -110,7 +117,7 @@ def materialize_scores(score_mod: ScoreMod, scores: Tensor) -> Tensor:
     return score_mod(scores, b, h, q_idx, kv_idx)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a1",))
 def causal_mask(N: int, M: int | None = None, *, device=None) -> Tensor:
     """``(N, M)`` boolean lower-triangular mask: True where key j <= query i."""
     return materialize(causal, N, M, device=device)
@@ -119,3 +126,63 @@ def causal_mask(N: int, M: int | None = None, *, device=None) -> Tensor:
 def density(mask: Tensor) -> float:
     """Fraction of (query, key) pairs that are visible: the work a sparse path can hope to do."""
     return mask.float().mean().item()
+
+
+# ---------------------------------------------------------------- shared patterns (0-d tensors)
+
+@reference(graded_in=("a2",))
+def window_mask(window: int, *, dilation: int = 1, causal: bool = False, device=None) -> MaskMod:
+    """Sliding (dilated) window: |i - j| <= w·δ and (i - j) % δ == 0 (and j <= i when ``causal``).
+
+    One code path for every setting (``causal`` is a lower bound on i - j, not a branch), so
+    FlexAttention compiles it once.
+    """
+    reach = torch.tensor(window * dilation, device=device)
+    step = torch.tensor(dilation, device=device)
+    lowest = torch.tensor(0 if causal else -(window * dilation), device=device)  # smallest i - j
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        return (d.abs() <= reach) & (d % step == 0) & (d >= lowest)
+    return mask_mod
+
+
+@reference(graded_in=("a2",))
+def global_mask(global_tokens: Tensor | int, *, device=None) -> MaskMod:
+    """Global tokens: query i or key j is global (it sees every key and every query sees it).
+
+    ``global_tokens``: an int g (the first g positions) or the global positions (a tensor or
+    list); positions are looked up in a boolean table, so the test is one gather per index.
+    """
+    if isinstance(global_tokens, int):
+        g = torch.tensor(global_tokens, device=device)
+
+        def is_global(idx: Tensor) -> Tensor:
+            return idx < g
+    else:
+        positions = torch.as_tensor(global_tokens, device=device).long().flatten()
+        if positions.numel() and positions.min() < 0:
+            raise ValueError(f"global token positions must be >= 0, got {positions.tolist()}")
+        size = int(positions.max()) + 1 if positions.numel() else 1
+        table = torch.zeros(size, dtype=torch.bool, device=device).index_fill_(0, positions, True)
+        last = torch.tensor(size - 1, device=device)
+
+        def is_global(idx: Tensor) -> Tensor:
+            return table[torch.minimum(idx, last)] & (idx <= last)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return is_global(q_idx) | is_global(kv_idx)
+    return mask_mod
+
+
+@reference(graded_in=("a2",))
+def layout_mask(layout: Tensor, block: int) -> MaskMod:
+    """Block pattern from a boolean ``(nb, nb)`` table: key j visible to query i when
+    ``layout[i // block, j // block]`` (indices past the table use its last row/column)."""
+    size = torch.tensor(block, device=layout.device)
+    last_q = torch.tensor(layout.shape[0] - 1, device=layout.device)
+    last_k = torch.tensor(layout.shape[1] - 1, device=layout.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return layout[torch.minimum(q_idx // size, last_q), torch.minimum(kv_idx // size, last_k)]
+    return mask_mod

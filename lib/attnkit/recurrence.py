@@ -23,13 +23,15 @@ Context (arXiv:1901.02860), sections 3.2 (segment-level recurrence) and 3.3 (rel
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
-from .guard import reference
+from .graded import reference
 from . import flex
 from .dense import dense_attention
-from .masks import MaskMod, ScoreMod, materialize
+from .masks import MaskMod, ScoreMod, materialize, materialize_scores
 from .modules import merge_heads, split_heads
 
 __all__ = [
@@ -82,31 +84,29 @@ def relative_bias_matrix(bias: Tensor, N: int, M: int, offset: int | Tensor = 0)
     Entry [h, i, j] = bias[h, clamp(i + offset - j, 0, R - 1)]. Memory O(H·N·M): for
     references and plots.
     """
-    _check_bias(bias)
-    R = bias.shape[-1]
-    i = torch.arange(N, device=bias.device).view(N, 1)  # (N, 1)
-    j = torch.arange(M, device=bias.device).view(1, M)  # (1, M)
-    d = (i + torch.as_tensor(offset, device=bias.device) - j).clamp(0, R - 1)  # (N, M)
-    return bias[:, d]  # (H, R)[:, (N, M)] -> (H, N, M)
+    zeros = bias.new_zeros(1, bias.shape[0], N, M)  # (1, H, N, M)
+    return materialize_scores(relative_bias_mod(bias, offset), zeros)[0]  # (H, N, M)
 
 
-def xl_mask(segment: int, memory: int | None = None) -> MaskMod:
+def xl_mask(segment: int, memory: int | None = None, *, device=None) -> MaskMod:
     """Transformer-XL over a whole sequence: j <= i and j >= (i // S)·S - memory.
 
-    ``memory`` defaults to ``segment`` (the previous segment is cached).
+    ``memory`` defaults to ``segment`` (the previous segment is cached). Both are captured as
+    0-d tensors (one compiled FlexAttention kernel for every setting).
     """
     memory = segment if memory is None else memory
     _check_recurrence(segment, memory)
+    S, mem = torch.tensor(segment, device=device), torch.tensor(memory, device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        start = (q_idx // segment) * segment - memory  # first cached key of i's segment
+        start = (q_idx // S) * S - mem  # first cached key of i's segment
         return (kv_idx <= q_idx) & (kv_idx >= start)
     return mask_mod
 
 
 # ---------------------------------------------------------------- one segment, the whole sequence
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def xl_attention(q: Tensor, k: Tensor, v: Tensor, *, mem_k: Tensor | None = None,
                  mem_v: Tensor | None = None, bias: Tensor | None = None,
                  scale: float | None = None) -> Tensor:
@@ -149,7 +149,7 @@ def xl_attention(q: Tensor, k: Tensor, v: Tensor, *, mem_k: Tensor | None = None
     return dense_attention(q, k, v, mask=add, scale=scale)  # (B, H, N, Dv)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def transformer_xl(q: Tensor, k: Tensor, v: Tensor, *, segment: int, memory: int | None = None,
                    bias: Tensor | None = None, scale: float | None = None) -> Tensor:
     """Transformer-XL attention over a whole sequence, segment by segment.
@@ -169,23 +169,23 @@ def transformer_xl(q: Tensor, k: Tensor, v: Tensor, *, segment: int, memory: int
     if k.shape[-2] != N or v.shape[-2] != N:
         raise ValueError(f"transformer_xl is self-attention over one sequence: q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)} must share N")
-    if flex.use_flex(q) and not any(x.requires_grad for x in (q, k, v)):
-        # Inference on a GPU: one fused FlexAttention call over the whole sequence (the same
-        # mask and bias; training keeps the loop below for the stop-gradient at the memory).
-        score_mod = None if bias is None else relative_bias_mod(bias)
-        return flex.flex_attend(q, k, v, key=("transformer_xl", segment, memory),
-                                mask_mod=xl_mask(segment, memory), score_mod=score_mod,
-                                scale=scale)
-    outs = []
-    for start in range(0, N, segment):
-        end, lo = min(start + segment, N), max(start - memory, 0)
-        outs.append(xl_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
-                                 mem_k=k[:, :, lo:start], mem_v=v[:, :, lo:start],
-                                 bias=bias, scale=scale))  # (B, H, end - start, Dv)
-    return torch.cat(outs, dim=2)  # (B, H, N, Dv)
+
+    def segments() -> Tensor:
+        outs = []
+        for start in range(0, N, segment):
+            end, lo = min(start + segment, N), max(start - memory, 0)
+            outs.append(xl_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
+                                     mem_k=k[:, :, lo:start], mem_v=v[:, :, lo:start],
+                                     bias=bias, scale=scale))  # (B, H, end - start, Dv)
+        return torch.cat(outs, dim=2)  # (B, H, N, Dv)
+    # Inference on a GPU: one fused FlexAttention call over the whole sequence (the same mask
+    # and bias); training keeps the segment loop for the stop-gradient at the memory.
+    return flex.dispatch(q, k, v, segments, key=("transformer_xl", segment, memory), scale=scale,
+                         mask_mod=partial(xl_mask, segment, memory), inference_only=True,
+                         score_mod=None if bias is None else lambda device: relative_bias_mod(bias))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a2",))
 def transformer_xl_reference(q: Tensor, k: Tensor, v: Tensor, *, segment: int,
                              memory: int | None = None, bias: Tensor | None = None,
                              scale: float | None = None) -> Tensor:

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .banded import biased_window
-from .bellcurve import _check_qkv, _scale
-from .dense import dense_attention
+from .bellcurve import _check_qkv
+from .dense import default_scale, dense_attention
 
 __all__ = ["span_ramp", "adaptive_span", "adaptive_span_reference", "AdaptiveSpan"]
 
@@ -66,7 +66,7 @@ def adaptive_span(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,
     def bias(d: Tensor, lay) -> Tensor:  # z (1, H, 1, 1) -> (1, H, 1, 1, 1) against (nc, c, L)
         return _span_log(d.abs(), z.unsqueeze(-1) if z.dim() else z, ramp)
 
-    return biased_window(q, k, v, reach=reach, scale=_scale(q, scale), causal=causal, bias=bias)[0]
+    return biased_window(q, k, v, reach=reach, scale=default_scale(q, scale), causal=causal, bias=bias)[0]
 
 
 def adaptive_span_reference(q: Tensor, k: Tensor, v: Tensor, *, span, ramp: float = 32.0,

@@ -1,62 +1,64 @@
 """Slicing a window off a learned bell curve, and attending with a different width per query.
 
 The bell curve of :mod:`attnkit.bellcurve` has infinite support; a fast kernel needs a finite
-window w. :func:`window_from_sigma` picks one from σ (the seeds' "window from sigma"), by the
+window w. :func:`window_from_sigma` picks one from σ (the reports' "window from sigma"), by the
 Gaussian mass left outside ±w,
 
     P(|X| > w) = erfc(w / (σ·sqrt(2)))  <  tol        X ~ N(0, σ²)
 
-or by the rule that fits the pairs the seeds report (:data:`SEED_WINDOWS`). With σ predicted per
+or by the rule that fits the pairs the reports give (:data:`SEED_WINDOWS`). With σ predicted per
 token, each query gets its own width w_i: :func:`variable_window_attention` attends to keys
-|i - j| <= w_i (the seeds' stage 2), banded on the CPU at O(N·max w) memory and FlexAttention
+|i - j| <= w_i (the reports' stage 2), banded on the CPU at O(N·max w) memory and FlexAttention
 on CUDA, with :func:`variable_window_reference` as its dense check.
 
-Sources: Y.-H. Wu, progress reports 2022-05-11 and 2022-05-25 (seeds 000/001).
+Sources: Y.-H. Wu, progress reports 2022-05-11 and 2022-05-25.
 """
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from . import flex
 from .banded import biased_window, with_globals
-from .bellcurve import _check_qkv, _lay_sigma, _scale, _sigma_grid, bell_bias, bell_log_curve, bell_score_mod
-from .dense import dense_attention
-from .guard import reference
+from .bellcurve import _check_qkv, _lay_sigma, _sigma_grid, bell_bias, bell_log_curve, bell_score_mod
+from .dense import default_scale, dense_attention
+from .graded import reference
+from .masks import MaskMod, global_mask, materialize, or_masks
 
-__all__ = ["SEED_WINDOWS", "tail_mass", "window_from_sigma", "variable_window_attention",
+__all__ = ["SEED_WINDOWS", "tail_mass", "window_from_sigma", "variable_window_mask", "variable_window_attention",
            "variable_window_reference"]
 
-#: The seeds' reported (σ, w) pairs (000's fixed-σ table, 001's training-curve slides).
+#: The reports' reported (σ, w) pairs (the first report's fixed-σ table, the second's training curves).
 #: They all fit w = min(ceil(14·sqrt(σ)), 128) (``window_from_sigma(..., rule="seeds")``), and so
-#: does 001's LR×10 run (σ = 15 -> "111 tokens (w = 55)").
+#: does the second report's LR×10 run (σ = 15 -> "111 tokens (w = 55)").
 SEED_WINDOWS: tuple[tuple[float, int], ...] = (
     (1.0, 14), (9.5, 44), (64.0, 112), (1000.0, 128), (50000.0, 128))
 
 
 # ---------------------------------------------------------------- window from sigma
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def tail_mass(w, sigma):
     """Mass of N(0, σ²) beyond ±w: P(|X| > w) = erfc(w / (σ·sqrt(2))) (continuous tails)."""
     w, sigma = torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
     return torch.special.erfc(w / (sigma * math.sqrt(2)))
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def window_from_sigma(sigma, *, tol: float = 1e-3, max_window: int = 128, rule: str = "mass"):
     """The window w to slice for a bell curve of width σ, capped at ``max_window``.
 
     ``rule="mass"``: the smallest integer w with :func:`tail_mass` (both tails of the continuous
     Gaussian, erfc) below ``tol``: w = floor(σ·sqrt(2)·erfc⁻¹(tol)) + 1, so w grows like σ
     (w ≈ 3.3σ at tol = 1e-3). Against :data:`SEED_WINDOWS` at the default tol: σ = 1 -> 4
-    (seeds 14), 9.5 -> 32 (44), 64 -> 128 (112), 1000 -> 128 (128). The erfc tails are within
+    (reports 14), 9.5 -> 32 (44), 64 -> 128 (112), 1000 -> 128 (128). The erfc tails are within
     ``2·φ(w/σ)/σ`` of the discrete sum over integer offsets; for σ >= 1 w moves by at most 1.
 
     ``rule="seeds"``: w = min(ceil(14·sqrt(σ)), max_window), which reproduces every pair the
-    seeds report (and 001's σ ≈ 15 -> w = 55). It grows like sqrt(σ), not σ: at σ = 64 it cuts
+    reports give (and the second report's σ ≈ 15 -> w = 55). It grows like sqrt(σ), not σ: at σ = 64 it cuts
     the curve at 1.75σ and drops 8% of its mass. The slides do not give the rule; this is a fit.
 
     σ: a float (returns an int) or a tensor (returns a long tensor of the same shape).
@@ -90,13 +92,23 @@ def _widths_grid(widths: Tensor, B: int, H: int, N: int) -> Tensor:
     return (widths.unsqueeze(1) if widths.dim() == 2 else widths).long()
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+def variable_window_mask(widths: Tensor) -> MaskMod:
+    """Per-query windows: key j visible to query i of batch b, head h when |i - j| <= widths[b, h, i].
+
+    ``widths``: ``(B, H, N)`` integers (expand a shared axis before: the mask indexes it).
+    """
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx - kv_idx).abs() <= widths[b, h, q_idx]
+    return mask_mod
+
+
+@reference(graded_in=("a5",))
 def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
                               normalised: bool = False, global_tokens: int = 0,
                               scale: float | None = None) -> Tensor:
     """Per-query windows: query i sees keys |i - j| <= widths_i (plus g global tokens).
 
-    With ``sigma`` the window keys also get the bell-curve bias (the seeds' stage 2: the width
+    With ``sigma`` the window keys also get the bell-curve bias (the reports' stage 2: the width
     sliced from each token's learned σ by :func:`window_from_sigma`).
     CPU: the banded slab of the widest window, masked per row to each width (memory
     O(N·max w), not O(Σ_i w_i): padding to the widest row is the price of one batched matmul).
@@ -107,47 +119,39 @@ def variable_window_attention(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor
     """
     _check_qkv(q, k, v, "variable_window_attention")
     B, H, N, _ = q.shape
-    wd = _widths_grid(widths, B, H, N)
-    sc, g = _scale(q, scale), min(global_tokens, N)
-    if flex.use_flex(q):
-        return _flex_variable(q, k, v, wd, sigma, normalised, g, sc)
-    sig = None if sigma is None else _sigma_grid(sigma, B, H, N, device=q.device)
+    wd = _widths_grid(widths, B, H, N).expand(B, H, N)
+    sc, g = default_scale(q, scale), min(global_tokens, N)
 
-    def bias(d: Tensor, lay) -> Tensor:
-        return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+    def cpu() -> Tensor:
+        sig = None if sigma is None else _sigma_grid(sigma, B, H, N, device=q.device)
 
-    part = biased_window(q, k, v, reach=int(wd.max()), scale=sc, skip=g, widths=wd,
-                 bias=None if sig is None else bias)
-    return with_globals(q, k, v, part, g, sc)
+        def bias(d: Tensor, lay) -> Tensor:
+            return bell_log_curve(d, _lay_sigma(sig.to(q.dtype), lay), normalised)
+
+        part = biased_window(q, k, v, reach=int(wd.max()), scale=sc, skip=g,
+                             row_mask=variable_window_mask(wd), bias=None if sig is None else bias)
+        return with_globals(q, k, v, part, g, sc)
+
+    def pattern(device) -> MaskMod:  # the widths change every call: no cached block mask
+        return or_masks(variable_window_mask(wd.contiguous()), global_mask(g, device=device))
+
+    score_mod = None if sigma is None else partial(bell_score_mod, sigma, normalised=normalised,
+                                                   global_tokens=g, B=B, H=H, N=N)
+    return flex.dispatch(q, k, v, cpu, key=None, mask_mod=pattern, score_mod=score_mod, scale=sc,
+                         per_head=True)
 
 
-@reference  # refuses student callers while grading (attnkit.guard)
+@reference(graded_in=("a5",))
 def variable_window_reference(q: Tensor, k: Tensor, v: Tensor, *, widths: Tensor, sigma=None,
                               normalised: bool = False, global_tokens: int = 0,
                               scale: float | None = None) -> Tensor:
     """Dense attention with the materialised per-query mask (and bias): O(N²) memory."""
     B, H, N, _ = q.shape
-    wd = _widths_grid(widths, B, H, N)  # (B, 1|H, N)
-    i = torch.arange(N, device=q.device)
-    keep = (i.view(N, 1) - i.view(1, N)).abs() <= wd.unsqueeze(-1)  # (B, 1|H, N, N)
-    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
-    if sigma is not None:
-        bias = bell_bias(N, sigma, normalised=normalised, B=B, H=H, dtype=q.dtype, device=q.device)
-    g = i < global_tokens
-    bias = torch.where(g.view(N, 1) | g.view(1, N), 0.0, bias.masked_fill(~keep, -math.inf))
-    return dense_attention(q, k, v, mask=bias, scale=scale)
-
-
-def _flex_variable(q, k, v, wd, sigma, normalised, g, sc):
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    B, H, N, _ = q.shape
-    wt, gt = wd.expand(B, H, N).contiguous(), torch.tensor(g, device=q.device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return ((q_idx - kv_idx).abs() <= wt[b, h, q_idx]) | (q_idx < gt) | (kv_idx < gt)
-    flex._guard_recompiles()
-    mask = create_block_mask(mask_mod, B, H, N, N, device=q.device, _compile=True)
-    mod = None if sigma is None else bell_score_mod(sigma, normalised=normalised, global_tokens=g,
-                                                    B=B, H=H, N=N, device=q.device)
-    return flex._compiled_flex()(q, k, v, score_mod=mod, block_mask=mask, scale=sc)
+    wd = _widths_grid(widths, B, H, N).expand(B, H, N)
+    keep = materialize(or_masks(variable_window_mask(wd), global_mask(global_tokens, device=q.device)),
+                       N, B=B, H=H, device=q.device)  # (B, H, N, N)
+    if sigma is None:
+        return dense_attention(q, k, v, mask=keep, scale=scale)
+    bias = bell_bias(N, sigma, normalised=normalised, global_tokens=global_tokens, B=B, H=H,
+                     dtype=q.dtype, device=q.device)  # (B|1, H|1, N, N): no bias on global pairs
+    return dense_attention(q, k, v, mask=bias.masked_fill(~keep, -math.inf), scale=scale)

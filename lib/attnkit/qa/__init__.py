@@ -1,6 +1,6 @@
 """A small extractive QA task where the attention window matters, and a tiny Longformer to learn it.
 
-The seeds (000, 001) train Longformer on SQuAD with a learnable bell-curve window and report F1
+Wu's progress reports (2022) train Longformer on SQuAD with a learnable bell-curve window and report F1
 and exact match. This module is the CPU-sized stand-in: a synthetic task, a two-layer encoder
 with pluggable attention, a trainer with a separate learning rate for the sigma parameters, and
 SQuAD's metrics over spans.
@@ -28,7 +28,7 @@ own (other ids, also d before them), so only matching the question's id tells th
 a harder task (a window of 12 is still at chance after 900 steps).
 
 The question is at the start, so the first g = 3 tokens are Longformer's global tokens (they
-see all and are seen by all), as the seeds and Longformer do for the question in SQuAD.
+see all and are seen by all), as the reports and Longformer do for the question in SQuAD.
 
 API (all deterministic from ``seed``)::
 

@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bellcurve import bell_bias
 from ..dense import dense_attention
+from ..fixed import longformer_mask
+from ..masks import materialize
 from ..modules import merge_heads, split_heads
 from .data import GLOBAL_TOKENS, VOCAB_SIZE
 
@@ -51,10 +54,8 @@ class WindowAttention(nn.Module):
         """The ``(N, N)`` boolean mask: |i - j| <= w, or i < g, or j < g."""
         key = (N, str(device))
         if key not in self._masks:
-            i = torch.arange(N, device=device).view(N, 1)
-            j = torch.arange(N, device=device).view(1, N)
-            g = self.global_tokens
-            self._masks[key] = ((i - j).abs() <= self.window) | (i < g) | (j < g)
+            pattern = longformer_mask(self.window, self.global_tokens, device=device)
+            self._masks[key] = materialize(pattern, N, device=device)
         return self._masks[key]
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor | None = None) -> Tensor:
@@ -65,7 +66,7 @@ class WindowAttention(nn.Module):
 
 
 class BellCurveAttention(nn.Module):
-    """The seeds' bell-curve window: scores get -½((i - j)/σ)² inside the window, σ fixed or learned.
+    """The reports' bell-curve window: scores get -½((i - j)/σ)² inside the window, σ fixed or learned.
 
         s_ij = q_i·k_j/√D - ½((i - j)/σ_i)² [- log(σ_i·√(2π)) if normalised]   |i - j| <= w, i, j >= g
         s_ij = q_i·k_j/√D   if i < g or j < g (global tokens);   -inf otherwise
@@ -74,13 +75,13 @@ class BellCurveAttention(nn.Module):
     (N <= 256) it is computed as one ``(B, 1, N, N)`` bias (:func:`attnkit.bellcurve.bell_log_curve`)
     added inside ``F.scaled_dot_product_attention``, the fastest path on a CPU for short inputs.
 
-    With ``sigma="learned"`` an :class:`attnkit.bellcurve.SigmaPredictor` (the seeds' W_p, U_d)
+    With ``sigma="learned"`` an :class:`attnkit.bellcurve.SigmaPredictor` (the reports' W_p, U_d)
     maps each token's hidden state x_i to σ_i > 0; a number fixes σ for every query.
     ``normalised`` picks the PDF 1/(σ√(2π))·exp(..) over the max-1 curve; ``window`` caps
-    |i - j| (None: no cap, the seeds' stage 1); the first ``global_tokens`` tokens are
+    |i - j| (None: no cap, the reports' stage 1); the first ``global_tokens`` tokens are
     Longformer's global tokens (no bias).
 
-    The seeds' stage 2: set ``slice_tol`` (e.g. 1e-3) and each query i attends only to the
+    The reports' stage 2: set ``slice_tol`` (e.g. 1e-3) and each query i attends only to the
     window w_i = ``window_from_sigma(σ_i, tol=slice_tol, max_window=window or N)`` sliced from
     its own σ, through :func:`attnkit.varwindow.variable_window_attention` (banded on the CPU,
     memory O(N·(max w_i + g)) instead of O(N²)). ``last_widths`` then holds the ``(B, N)`` widths.
@@ -92,7 +93,7 @@ class BellCurveAttention(nn.Module):
     Args:
         d_model: width C of the hidden states x (what the predictor reads).
         sigma: ``"learned"`` or a positive number.
-        sigma_init: the predictor's σ at initialisation (the seeds start at 1.0 and 9.5).
+        sigma_init: the predictor's σ at initialisation (the reports start at 1.0 and 9.5).
         normalised, window, global_tokens: as in ``VARIANTS["bellcurve"]``.
         slice_tol: None (stage 1: the whole capped window) or the tail tolerance of stage 2.
     """
@@ -124,17 +125,10 @@ class BellCurveAttention(nn.Module):
         return torch.tensor(self.sigma, dtype=x.dtype, device=x.device)
 
     def bias(self, sigma: Tensor, N: int) -> Tensor:
-        """The additive bias, ``(B, 1, N, N)`` for σ ``(B, N)`` (``(N, N)`` for a 0-dim σ)."""
-        from ..bellcurve import bell_log_curve
-        i = torch.arange(N, device=sigma.device)
-        d = (i.view(N, 1) - i.view(1, N)).to(sigma.dtype)  # (N, N), d = i - j
-        sig = sigma.view(-1, 1, N, 1) if sigma.dim() else sigma  # per query row
-        curve = bell_log_curve(d, sig, self.normalised)  # (B, 1, N, N) or (N, N)
-        g = self.global_tokens
-        is_global = (i.view(N, 1) < g) | (i.view(1, N) < g)  # (N, N)
-        if self.window is not None:
-            curve = curve.masked_fill(d.abs() > self.window, float("-inf"))
-        return torch.where(is_global, torch.zeros((), dtype=curve.dtype, device=curve.device), curve)
+        """The additive bias, ``(B, 1, N, N)`` for σ ``(B, N)`` (``(1, 1, N, N)`` for a 0-dim σ)."""
+        B = sigma.shape[0] if sigma.dim() else 1
+        return bell_bias(N, sigma, normalised=self.normalised, window=self.window,
+                         global_tokens=self.global_tokens, B=B, dtype=sigma.dtype, device=sigma.device)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor | None = None) -> Tensor:
         if x is None:
@@ -245,7 +239,7 @@ class QAEncoder(nn.Module):
         return [b.attn for b in self.blocks]
 
     def sigma_parameters(self) -> list[nn.Parameter]:
-        """The parameters that only compute sigma (the seeds' U_d and W_p), for their own LR."""
+        """The parameters that only compute sigma (the reports' U_d and W_p), for their own LR."""
         return [p for m in self.attention_modules() if hasattr(m, "sigma_parameters")
                 for p in m.sigma_parameters()]
 

@@ -83,7 +83,7 @@ def train(model: nn.Module, data: tuple[QAData, QAData], *, steps: int = 200, lr
     """Train ``model`` on ``data = (train_set, held_out)`` with AdamW; returns a :class:`History`.
 
     The parameters from ``model.sigma_parameters()`` (if any) form their own group with learning
-    rate ``lr · sigma_lr_mult`` and no weight decay (the seeds' "higher LR for U_d and W_p").
+    rate ``lr · sigma_lr_mult`` and no weight decay (the reports' "higher LR for U_d and W_p").
     Schedule: linear warm-up over ``warmup · steps``, then cosine decay to 0; gradients clipped
     to norm 1. Batches are drawn with ``torch.Generator().manual_seed(seed)``; with the model
     built from a seed too, a run is bit-for-bit repeatable on one machine and thread count.

@@ -1,0 +1,226 @@
+"""The ``attnkit`` command: build notebooks, release assignments, autograde, demo, book.
+
+    attnkit build                         course/NN_*.py -> course/NN_*.ipynb
+    attnkit release [ASSIGNMENT ...]      solutions/<a>/<a>.py -> assignments/<a>/<a>.ipynb
+    attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force]
+                                          [--workers N | --scheduler ADDRESS] [--show-hidden]
+                                          [--unsafe] [--memory GIB] [--cpu-time S]
+                                          [--notebook-timeout S]
+    attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
+    attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
+    attnkit book [--out build/book]       execute the course notebooks, render them to HTML
+
+The library's own commands (``attnkit bench``) are defined in ``attnkit.cli`` and added to the
+same parser, so there is one ``attnkit --help``. Each command imports the parts of the pipeline
+it needs when it runs, so ``attnkit bench`` and ``--help`` do not load nbgrader.
+
+``attnkit grade`` prints one line per student while it works and a grade table at the end;
+nbgrader's own log goes to ``DIR/grading.log``. Re-running it on the same ``DIR`` re-grades only
+submissions whose notebook changed (``--force``: all). ``--workers N`` grades N students at once
+(``--jobs`` is an old name for it); ``--scheduler ADDRESS`` runs the same per-student jobs on a
+Dask cluster (``autograder/dispatch.py``). A progress bar with the count of graded / failed /
+flagged students shows on a terminal; piped output gets one plain line per student instead.
+Student code runs in a bubblewrap sandbox (``autograder/sandbox.py``: no network, no view of
+the solutions or the gradebook, ``--memory`` / ``--cpu-time`` / ``--notebook-timeout`` limits);
+where it cannot start, grading refuses unless ``--unsafe`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnkit import cli as library
+
+from .limits import CELLS_PER_NOTEBOOK, DEFAULT_LIMITS, GiB
+
+USAGE = __doc__.split("\n\n")[1]
+
+
+def cmd_build(args) -> int:
+    from .notebooks import build_course
+
+    for path in build_course():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_release(args) -> int:
+    from .notebooks import assignment_names
+    from .release import release
+
+    names = args.assignments or assignment_names()
+    if not names:
+        print("no assignments found in solutions/")
+    for name in names:
+        print(f"released {release(name)}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from .pipeline import grade
+    from .progress import Progress
+    from .report import format_table
+
+    out = Path(args.out or f"build/grade/{args.assignment}")
+    print(f"grading {args.assignment} from {args.submissions} into {out} "
+          f"(nbgrader log: {out / 'grading.log'})")
+    run = grade(args.assignment, Path(args.submissions), out, source=args.source,
+                db_url=args.db, timeout=args.timeout, force=args.force, workers=args.workers,
+                scheduler=args.scheduler, show_hidden=args.show_hidden, progress=Progress(),
+                unsafe=args.unsafe, limits=limit_overrides(args))
+    print()
+    print(format_table(run))
+    print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .gradebook import GRADE_COLUMNS, read_csv, write_csv
+    from .notebooks import assignment_names
+    from .pipeline import grade
+    from .progress import Progress
+    from .release import release
+    from .report import format_table, write_index
+    from .samples import SAMPLES_DIR
+
+    out = Path(args.out).resolve()
+    runs, rows = [], []
+    for name in assignment_names():
+        print(f"released {release(name)}")
+        samples = Path(args.samples or SAMPLES_DIR) / name
+        if not samples.is_dir():
+            print(f"  no sample submissions for {name} (looked in {samples})")
+            continue
+        print(f"grading the samples of {name}")
+        run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
+                    workers=args.workers, show_hidden=args.show_hidden, progress=Progress(),
+                    unsafe=args.unsafe, limits=limit_overrides(args))
+        print(format_table(run) + "\n")
+        runs.append(run)
+        rows += read_csv(run.out / "grades.csv")
+    if not runs:
+        print("nothing to grade")
+        return 1
+    write_csv(out / "grades.csv", GRADE_COLUMNS, rows)
+    print(f"wrote {out / 'grades.csv'} and {write_index(out, runs)}")
+    return 0
+
+
+def cmd_samples(args) -> int:
+    from .samples import write_samples
+
+    for path in write_samples(args.assignments or None):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_book(args) -> int:
+    from .book import build_book
+
+    return 1 if build_book(Path(args.out), timeout=args.timeout) else 0
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _workers_options(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` and its hidden old name ``--jobs N``."""
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="students graded at once, each in its own process (default 1)")
+    p.add_argument("--jobs", dest="workers", type=_workers, help=argparse.SUPPRESS)
+
+
+def _sandbox_options(p: argparse.ArgumentParser) -> None:
+    """``--unsafe`` and the limits of the grading sandbox (``limits.Limits``)."""
+    p.add_argument("--unsafe", action="store_true",
+                   help="run student code WITHOUT the sandbox (only for trusted notebooks)")
+    p.add_argument("--memory", type=float, metavar="GIB",
+                   help=f"address-space limit per kernel in GiB "
+                        f"(default {DEFAULT_LIMITS.memory / GiB:g})")
+    p.add_argument("--cpu-time", type=int, metavar="S",
+                   help="CPU seconds per kernel (default: twice the notebook limit)")
+    p.add_argument("--notebook-timeout", type=int, metavar="S",
+                   help="wall-clock seconds per notebook, restarts included "
+                        f"(default: {CELLS_PER_NOTEBOOK} cells' worth, at least "
+                        f"{DEFAULT_LIMITS.notebook_timeout})")
+
+
+def limit_overrides(args) -> dict:
+    """The limit flags given, as ``limits.Limits`` fields overriding the assignment's limits."""
+    given = {"memory": None if args.memory is None else int(args.memory * GiB),
+             "cpu_time": args.cpu_time, "notebook_timeout": args.notebook_timeout}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnkit", epilog=USAGE + "\n" + library.USAGE,
+                                description="Build, release and autograde the attnkit course.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("build", help="rebuild course/NN_*.ipynb from course/NN_*.py").set_defaults(fn=cmd_build)
+
+    r = sub.add_parser("release", help="write assignments/<a>/<a>.ipynb with nbgrader")
+    r.add_argument("assignments", nargs="*", help="default: every assignment in solutions/")
+    r.set_defaults(fn=cmd_release)
+
+    g = sub.add_parser("grade", help="autograde a folder or zip of submissions")
+    g.add_argument("assignment")
+    g.add_argument("submissions", help="folder with one sub-folder (or notebook) per student, or a .zip")
+    g.add_argument("--out", help="output folder (default build/grade/ASSIGNMENT)")
+    g.add_argument("--db", help="gradebook SQLAlchemy URL (default sqlite:///OUT/gradebook.db)")
+    g.add_argument("--timeout", type=int, help="seconds per cell (default: autograder/assignments.py)")
+    g.add_argument("--source", help="source notebook (py:percent) instead of solutions/<a>/<a>.py")
+    g.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
+    _workers_options(g)
+    _sandbox_options(g)
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on this Dask cluster (e.g. tcp://host:8786) instead of locally")
+    g.add_argument("--show-hidden", action="store_true",
+                   help="keep the hidden tests in the students' feedback (default: redacted)")
+    g.set_defaults(fn=cmd_grade)
+
+    d = sub.add_parser("demo", help="release everything and grade the sample submissions")
+    d.add_argument("--out", default="build/demo")
+    d.add_argument("--samples", help="folder of <assignment>/<student>/ (default autograder/samples)")
+    d.add_argument("--timeout", type=int, help="seconds per cell (default: per assignment)")
+    d.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
+    _workers_options(d)
+    _sandbox_options(d)
+    d.add_argument("--show-hidden", action="store_true", help="keep hidden tests in the feedback")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("samples", help="rewrite autograder/samples/ from their recipes")
+    s.add_argument("assignments", nargs="*", help="default: every assignment with recipes")
+    s.set_defaults(fn=cmd_samples)
+
+    b = sub.add_parser("book", help="execute the course notebooks and render HTML")
+    b.add_argument("--out", default="build/book")
+    b.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    b.set_defaults(fn=cmd_book)
+
+    library.add_commands(sub)
+    return p
+
+
+def _expected_errors() -> library.Errors:
+    """Errors reported as one line (anything else keeps its traceback: it is a bug)."""
+    from .release import PipelineError
+
+    return FileNotFoundError, PipelineError
+
+
+def main(argv: list[str] | None = None) -> int:
+    return library.run(parser().parse_args(argv), expected=_expected_errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
