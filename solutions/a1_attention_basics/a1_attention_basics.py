@@ -30,7 +30,7 @@
 # | part | what | points |
 # | --- | --- | --- |
 # | 1 | stable scaled dot-product attention (with masks) | 3 |
-# | 2 | a query that copies one value | 1 |
+# | 2 | a query that copies one value: how large must the dot product be? | 1 |
 # | 3 | a query that averages two values | 1 |
 # | 4 | noisy keys: two heads where one head fails | 2 |
 # | 5 | multi-head attention | 2 |
@@ -126,11 +126,35 @@ grading.check_tensor(attention(q, k, v), dense_attention(q, k, v), name="attenti
 # In parts 2 to 4 we look at a single query $q \in \mathbb{R}^D$ and keys $k_1, \dots, k_N$ (the
 # rows of `keys`, shape `(N, D)`), with the plain weights of the original formulation:
 #
-# $$\alpha_i = \frac{\exp(k_i^\top q)}{\sum_{j=1}^{N} \exp(k_j^\top q)}, \qquad c = \sum_i \alpha_i v_i .$$
+# $$\alpha_i = \frac{\exp(k_i^\top q)}{\sum_{i'=1}^{N} \exp(k_{i'}^\top q)}, \qquad c = \sum_i \alpha_i v_i .$$
 #
-# If $\alpha_j \approx 1$ then $c \approx v_j$: attention *copies* value $j$. Write `copy_query`
-# so that the weight on key `j` is at least 0.99, for any set of distinct **unit-norm** keys.
-# (Hint: what makes $k_j^\top q$ much larger than every other $k_i^\top q$?)
+# If $\alpha_j \approx 1$ then $c \approx v_j$: attention *copies* value $j$. For that, $k_j^\top q$
+# must be much larger than every other $k_i^\top q$, so take a query along key $j$, $q = n\,k_j$.
+# **How large must the dot product be?** Too small a scale $n$ and the other values leak into
+# $c$; a scale far larger than needed saturates the softmax (its gradient vanishes) and
+# overflows in low precision. So we want the smallest $n$ that still *guarantees* the copy.
+#
+# The keys are distinct and **unit-norm**, so $k_i^\top k_j = \cos(k_i, k_j)$. How easy key $j$ is
+# to single out is measured by its **minimum cosine gap**
+#
+# $$\delta = 1 - \max_{i \ne j} \cos(k_i, k_j) \qquad (0 < \delta \le 2):$$
+#
+# the closest other key still has cosine $1 - \delta$ with $k_j$, itself has cosine 1.
+#
+# **Part 2a (½ point): derive the scale.** Find the smallest $n$ such that $\alpha_j \ge p$ for
+# *every* set of $N$ unit keys whose gap is $\delta$. Work it out on paper first:
+#
+# 1. With $q = n\,k_j$, write each score $k_i^\top q$ with $n$ and the cosines, then divide the
+#    numerator and the denominator of $\alpha_j$ by $\exp(k_j^\top q)$.
+# 2. How large can each of the $N - 1$ other terms in the denominator be, given $\delta$? Which
+#    keys make all of them that large at once? (`worst_case_keys(N, gap)` below builds them.)
+# 3. That gives a lower bound on $\alpha_j$ that holds for every such set of keys and is exact for
+#    the worst one. Solve "bound $\ge p$" for $n$.
+#
+# Write `copy_scale(N, gap, p)`, returning that smallest $n$ as a number. You may assume $N \ge 2$,
+# $0 < \delta \le 2$ and $\frac1N < p < 1$ (with $p \le \frac1N$ even $n = 0$ would do). The test
+# checks both sides: at your $n$ the worst case reaches weight $p$, and at an $n$ 0.1% smaller it
+# does not.
 
 # %% nbgrader={"grade": false, "grade_id": "helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def weights_for(q, keys):
@@ -152,29 +176,120 @@ def orthonormal_keys(N, D, seed):
     return basis.T.contiguous()  # (N, D)
 
 
-# %% nbgrader={"grade": false, "grade_id": "copy_query", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def copy_query(keys, j):
-    """A query q of shape (D,) whose attention weight on key j is >= 0.99. keys: (N, D), unit norm."""
+def worst_case_keys(N, gap):
+    """N unit keys (N, N) in which every key i >= 1 has cosine exactly 1 - gap with key 0.
+
+    Key 0 is e_0; key i is (1 - gap) e_0 + sqrt(1 - (1 - gap)^2) e_i. Try a scale n with
+    weights_for(n * keys[0], keys)[0].
+    """
+    c = 1.0 - gap
+    keys = math.sqrt(max(0.0, 1.0 - c * c)) * torch.eye(N)
+    keys[:, 0] = c
+    keys[0, 0] = 1.0
+    return keys
+
+
+# %% nbgrader={"grade": false, "grade_id": "copy_scale", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def copy_scale(N, gap, p):
+    """The smallest n such that q = n k_j puts weight >= p on key j, for any N unit keys with
+    minimum cosine gap `gap` to key j. Returns a float."""
     ### BEGIN SOLUTION
-    # k_j . q = n and k_i . q = n cos(k_i, k_j) < n for i != j; a large n makes the gap large.
-    n = 1e4
-    return n * keys[j]
+    # k_i . q = n cos(k_i, k_j) <= n (1 - gap), so dividing by exp(k_j . q) = exp(n):
+    #   alpha_j = 1 / (1 + sum_{i != j} exp(-n (1 - cos(k_i, k_j)))) >= 1 / (1 + (N - 1) exp(-n gap)),
+    # with equality when every other key sits at cosine 1 - gap. The bound is >= p exactly when
+    #   (N - 1) exp(-n gap) <= (1 - p) / p   <=>   n >= log((N - 1) p / (1 - p)) / gap.
+    return math.log((N - 1) * p / (1 - p)) / gap
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_copy_query", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-"""Part 2: copy_query() puts at least 0.99 of the weight on the requested key."""
-keys = unit_keys(6, 8, seed=3)
-q = copy_query(keys, 2)
-grading.check_shape(q, (8,), name="copy_query(keys, 2)", axes="D")
-grading.check_weights_on(weights_for(q, keys), [2], expected=[1.0], tol=0.01, name="weights for copy_query(keys, 2)")
+# %% nbgrader={"grade": true, "grade_id": "test_copy_scale", "locked": true, "points": 0.5, "schema_version": 3, "solution": false, "task": false}
+"""Part 2a: copy_scale() is the smallest scale that guarantees weight p in the worst case."""
+import numbers
+
+
+def _worst_weight(n, N, gap):
+    """alpha_j for q = n k_j when all N - 1 other unit keys have cosine exactly 1 - gap with k_j."""
+    scores = torch.full((N,), n * (1.0 - gap), dtype=torch.float64)  # k_i . q = n cos(k_i, k_j)
+    scores[0] = n  # k_j . q = n |k_j|^2 (key j first)
+    return torch.softmax(scores, dim=0)[0].item()
+
+
+def _check_scale(n, N, gap, p, name, slack=1e-3):
+    """The worst case reaches weight p at n (up to rounding), and not at n * (1 - slack)."""
+    if type(n) is torch.Tensor and n.numel() == 1:
+        n = n.item()
+    if type(n) not in (int, float) and not (type(n).__module__ == "numpy" and isinstance(n, numbers.Real)):
+        raise AssertionError(f"{name} should be a number (a float), got {n!r} ({type(n).__name__}).")
+    n = float(n)
+    assert math.isfinite(n) and n > 0, f"{name} = {n}: expected a finite, positive scale."
+    case = f"N = {N} keys, gap = {gap:.4g}, p = {p}"
+    w = _worst_weight(n * (1 + 1e-6), N, gap)
+    assert w >= p, (f"{name} = {n:.6g} is too small: for {case}, when all the other keys have cosine "
+                    f"1 - gap = {1 - gap:.4g} with key j, the weight on key j is only {w:.6f} < p.")
+    smaller = n * (1 - slack)
+    w = _worst_weight(smaller, N, gap)
+    assert w < p, (f"{name} = {n:.6g} is larger than needed: for {case}, the scale {smaller:.6g} "
+                   f"({slack:.1%} smaller) already gives weight {w:.6f} >= p even in the worst case. "
+                   "The smallest scale is where the worst-case weight equals p exactly.")
+
+
+for N, gap, p in [(2, 1.0, 0.9), (20, 0.5, 0.99)]:
+    _check_scale(copy_scale(N, gap, p), N, gap, p, name=f"copy_scale({N}, {gap}, {p})")
 
 ### BEGIN HIDDEN TESTS
-for seed, (N, D, j) in enumerate([(10, 16, 0), (20, 4, 19), (50, 32, 7), (3, 3, 1)], start=30):
+for N, gap, p in [(1000, 0.1, 0.999), (3, 1.5, 0.6), (50, 0.02, 0.95), (8, 1.0, 0.99), (5, 2.0, 0.9),
+                  (4, 0.3, 1 - 1e-6)]:
+    _check_scale(copy_scale(N, gap, p), N, gap, p, name=f"copy_scale({N}, {gap}, {p})")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Part 2b (½ point): build the query.** Write `copy_query(keys, j, p)`: measure the gap
+# $\delta$ of key $j$ from `keys` (unit norm, shape `(N, D)`), and return $q = n\,k_j$ with
+# `n = copy_scale(N, gap, p)` for that gap. The test checks that the weight on key $j$ is at least
+# $p$, that $q$ points along $k_j$, and that its scale is the one the guarantee needs, no more.
+#
+# Then look at your formula. How does $n$ grow with the number of keys $N$? With $1/(1-p)$? With
+# $1/\delta$? Which keys are hard to copy from?
+
+# %% nbgrader={"grade": false, "grade_id": "copy_query", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def copy_query(keys, j, p=0.99):
+    """A query q of shape (D,) along keys[j] with the smallest scale that guarantees weight >= p
+    on key j. keys: (N, D), distinct, unit norm."""
+    ### BEGIN SOLUTION
+    cos = keys @ keys[j]  # (N,): cosines with key j (unit keys)
+    others = torch.cat([cos[:j], cos[j + 1:]])  # (N - 1,): every key but j itself
+    gap = 1.0 - others.max().item()
+    return copy_scale(keys.shape[0], gap, p) * keys[j]
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_copy_query", "locked": true, "points": 0.5, "schema_version": 3, "solution": false, "task": false}
+"""Part 2b: copy_query() copies value j with weight >= p, along keys[j], at the smallest guaranteed scale."""
+def _check_copy(N, D, j, p, seed):
     keys = unit_keys(N, D, seed=seed)
-    q = copy_query(keys, j)
-    grading.check_shape(q, (D,), name=f"copy_query with N={N}, D={D}", axes="D")
-    grading.check_weights_on(weights_for(q, keys), [j], expected=[1.0], tol=0.01, name=f"weights for N={N}, D={D}, j={j}")
+    name = f"copy_query(keys, {j}, {p}) with N={N}, D={D}"
+    q = copy_query(keys, j, p)
+    grading.check_shape(q, (D,), name=name, axes="D")
+    w = torch.softmax(keys @ q, dim=0)  # (N,)
+    top = int(w.argmax())
+    assert w[j] >= p - 1e-9, (f"{name} does not copy: the weight on key {j} is {w[j]:.6f}, below p = {p}"
+                              + (f"; key {top} gets more ({w[top]:.6f})." if top != j else "."))
+    n = (q @ keys[j]).item()  # the scale along k_j
+    off = (q - n * keys[j]).norm().item()
+    assert off <= 1e-6 * q.norm().item(), (f"{name} should point along keys[{j}] (q = n * keys[{j}]); "
+                                           f"its component orthogonal to keys[{j}] has norm {off:.3g}.")
+    others = torch.cat([keys[:j], keys[j + 1:]]) @ keys[j]  # (N - 1,) cosines with key j
+    # _check_scale comes from the test of part 2a, which always runs before this one.
+    _check_scale(n, N, 1.0 - others.max().item(), p, name=f"the scale q . keys[{j}] of {name}")
+
+
+_check_copy(6, 8, 2, 0.99, seed=3)
+_check_copy(20, 4, 19, 0.9, seed=31)
+
+### BEGIN HIDDEN TESTS
+for N, D, j, p, seed in [(10, 16, 0, 0.999, 30), (50, 32, 7, 0.95, 32), (3, 3, 1, 0.6, 33),
+                         (200, 64, 100, 0.99, 34)]:
+    _check_copy(N, D, j, p, seed=seed)
 ### END HIDDEN TESTS
 
 # %% [markdown]

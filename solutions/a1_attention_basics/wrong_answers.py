@@ -58,12 +58,107 @@ def attention(q, k, v, mask=None):
 ''',
     },
     {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "counts all N keys in the denominator (N instead of N - 1): safe, but not the smallest",
+        "source": '''
+def copy_scale(N, gap, p):
+    return math.log(N * p / (1 - p)) / gap
+''',
+    },
+    {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "uses log(N) / gap, ignoring p",
+        "source": '''
+def copy_scale(N, gap, p):
+    return math.log(N) / gap
+''',
+    },
+    {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "forgets to divide by the gap (solves for n * gap instead of n)",
+        "source": '''
+def copy_scale(N, gap, p):
+    return math.log((N - 1) * p / (1 - p))
+''',
+    },
+    {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "returns a huge constant, as the old answer n = 1e4 did: it copies, but is nowhere near the smallest",
+        "source": '''
+def copy_scale(N, gap, p):
+    return 1e4
+''',
+    },
+    {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "ignores the number of keys (the two-key answer log(p / (1 - p)) / gap)",
+        "source": '''
+def copy_scale(N, gap, p):
+    return math.log(p / (1 - p)) / gap
+''',
+    },
+    {
+        "cell": "copy_scale",
+        "fails": ["test_copy_scale"],
+        "why": "solves the looser bound alpha_j >= 1 - (N - 1) exp(-n gap): safe, but not the smallest",
+        "source": '''
+def copy_scale(N, gap, p):
+    return math.log((N - 1) / (1 - p)) / gap
+''',
+    },
+    {
         "cell": "copy_query",
         "fails": ["test_copy_query"],
-        "why": "uses the key itself as the query (no large factor)",
+        "why": "uses the key itself as the query (no scale)",
         "source": '''
-def copy_query(keys, j):
+def copy_query(keys, j, p=0.99):
     return keys[j].clone()
+''',
+    },
+    {
+        "cell": "copy_query",
+        "fails": ["test_copy_query"],
+        "why": "keeps a huge constant scale instead of the one the guarantee needs",
+        "source": '''
+def copy_query(keys, j, p=0.99):
+    return 1e4 * keys[j]
+''',
+    },
+    {
+        "cell": "copy_query",
+        "fails": ["test_copy_query"],
+        "why": "takes the largest cosine over all keys, key j included, so the gap is 0",
+        "source": '''
+def copy_query(keys, j, p=0.99):
+    gap = 1.0 - (keys @ keys[j]).max().item()
+    return copy_scale(keys.shape[0], gap, p) * keys[j]
+''',
+    },
+    {
+        "cell": "copy_query",
+        "fails": ["test_copy_query"],
+        "why": "measures the gap to the farthest key instead of the closest one (too small a scale)",
+        "source": '''
+def copy_query(keys, j, p=0.99):
+    cos = keys @ keys[j]
+    others = torch.cat([cos[:j], cos[j + 1:]])
+    return copy_scale(keys.shape[0], 1.0 - others.min().item(), p) * keys[j]
+''',
+    },
+    {
+        "cell": "copy_query",
+        "fails": ["test_copy_query"],
+        "why": "ignores p and always guarantees 0.99",
+        "source": '''
+def copy_query(keys, j, p=0.99):
+    cos = keys @ keys[j]
+    others = torch.cat([cos[:j], cos[j + 1:]])
+    return copy_scale(keys.shape[0], 1.0 - others.max().item(), 0.99) * keys[j]
 ''',
     },
     {

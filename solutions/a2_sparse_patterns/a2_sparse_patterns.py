@@ -92,7 +92,7 @@ def dilated_mask(window, dilation):
     ### END SOLUTION
 
 
-# % nbgrader={"grade": false, "grade_id": "plot_window_masks", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "plot_window_masks", "locked": true, "schema_version": 3, "solution": false, "task": false}
 plot_masks({"local w=2": local_mask(2), "local w=2, causal": local_mask(2, causal=True),
             "dilated w=2, δ=3": dilated_mask(2, 3)}, 16);
 
@@ -141,7 +141,7 @@ def global_mask(num_global):
     ### END SOLUTION
 
 
-# % nbgrader={"grade": false, "grade_id": "plot_strided_global_masks", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "plot_strided_global_masks", "locked": true, "schema_version": 3, "solution": false, "task": false}
 plot_masks({"strided s=4": strided_mask(4), "global g=2": global_mask(2)}, 16);
 
 # %% nbgrader={"grade": true, "grade_id": "test_strided_global_masks", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}

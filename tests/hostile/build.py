@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 A1 = "a1_attention_basics"
 
 # Honest answers every hostile notebook carries: parts 1, 2 and 5 (3 + 1 + 2 = 6 points).
-HONEST = {"attention": "solution", "copy_query": "solution", "multi_head_attention": "solution"}
+HONEST = {"attention": "solution", "copy_scale": "solution", "copy_query": "solution",
+          "multi_head_attention": "solution"}
 
 _GARBAGE_ANSWERS = '''
 def average_query(keys, a, b):
