@@ -45,9 +45,6 @@
 # %%
 import math
 import sys
-import warnings
-
-warnings.filterwarnings("ignore")
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -58,13 +55,9 @@ from tqdm.auto import tqdm
 
 import attnkit
 from attnkit.measure import time_call
+from attnkit.notebook import one_thread, setup
 
-torch.manual_seed(0)
-np.random.seed(0)
-torch.set_printoptions(precision=4, sci_mode=False)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
-print("torch", torch.__version__, "| attnkit", attnkit.__version__,
-      "| threads", torch.get_num_threads())
+setup(seed=0)
 
 # %%
 BIG = False  # True: measure the cost up to N = 8192 instead of N = 2048
@@ -263,8 +256,8 @@ print("torch.softmax       :", torch.softmax(scores, dim=-1))
 # %% [markdown]
 # Overflow does not need exotic inputs: an aligned query and key of length 30 each already
 # score 900, and in float16, common on GPUs, `exp` overflows for any score above about 11.
-# Every production softmax (and every fused attention kernel we meet in chapter 9) subtracts the
-# maximum.
+# Every production softmax (and every fused attention kernel, FlashAttention and FlexAttention
+# among them) subtracts the maximum.
 
 # %% [markdown]
 # ## 3. Copying one value
@@ -358,8 +351,43 @@ print(f"||o - (v_a + v_b)/2|| / ||(v_a + v_b)/2|| = "
       f"{((o[0] - target).norm() / target.norm()).item():.1e}")
 
 # %% [markdown]
-# One query can therefore pick out *two* positions and blend them. The next section shows that
-# this blend is fragile when the keys themselves are noisy.
+# The same sweep over the query length as for copying, drawn: on the left the weight on each of
+# the two keys against the formula, the weight left for the other six, and the distance of the
+# output from the midpoint; on the right the eight weights at three lengths.
+
+# %%
+ns_avg = torch.linspace(0, 12, 49)
+w_a, w_rest, err_avg = [], [], []
+for n_ in ns_avg:
+    o_, w_ = attend(n_ * (mu[a] + mu[b]), mu, vals)
+    w_a.append(w_[0, a].item())
+    w_rest.append(1 - w_[0, a].item() - w_[0, b].item())
+    err_avg.append(((o_[0] - target).norm() / target.norm()).item())
+theory_avg = torch.exp(ns_avg) / (2 * torch.exp(ns_avg) + M_toy - 2)
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8))
+ax1.plot(ns_avg, w_a, "o", ms=4, label=r"measured $\alpha_a$ ($= \alpha_b$)")
+ax1.plot(ns_avg, theory_avg, "k-", lw=1, label=r"$e^n / (2e^n + M - 2)$")
+ax1.plot(ns_avg, w_rest, "s", ms=3, color="tab:gray", label=f"the other {M_toy - 2} keys together")
+ax1.plot(ns_avg, err_avg, "--", color="tab:red", label=r"$\|o - \frac{1}{2}(v_a + v_b)\| \,/\, \|\frac{1}{2}(v_a + v_b)\|$")
+ax1.axhline(0.5, color="gray", ls=":", lw=1)
+ax1.set(xlabel=r"query length $n$  (query $q = n\,(k_a + k_b)$)", ylabel="weight / relative error",
+        ylim=(0, 1.05), title=f"Averaging values {a} and {b} out of M = {M_toy}")
+ax1.legend(fontsize=8, loc="upper right")
+for offset, n_ in zip([-0.27, 0.0, 0.27], [0.0, 2.0, 10.0]):
+    _, w_ = attend(n_ * (mu[a] + mu[b]), mu, vals)
+    ax2.bar(torch.arange(M_toy) + offset, w_[0], width=0.27, label=f"n = {n_:g}")
+ax2.set(xticks=range(M_toy), xlabel="key", ylabel="weight", ylim=(0, 0.55),
+        title="The weights over the keys")
+ax2.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# One query can therefore pick out *two* positions and blend them: the two weights rise together
+# towards $\tfrac12$ (never past it), the six others fade, and the output settles on the
+# midpoint of $v_a$ and $v_b$. The next section shows that this blend is fragile when the keys
+# themselves are noisy.
 
 # %% [markdown]
 # ## 5. Noisy keys: when one head is not enough
@@ -683,12 +711,8 @@ def measure_dense(Nc):
 
 
 torch.manual_seed(0)
-threads_before = torch.get_num_threads()
-torch.set_num_threads(1)
-try:
+with one_thread():  # back to all cores for the rest of the notebook afterwards
     rows = [measure_dense(Nc) for Nc in tqdm(Ns, desc="measuring dense attention", file=sys.stdout)]
-finally:
-    torch.set_num_threads(threads_before)  # back to all cores for the rest of the notebook
 
 print(f"{'N':>6} {'time (ms)':>10} {'peak (MiB)':>11} {'FLOPs':>12} {'4BHN²D':>12}  largest tensor")
 for Nc, seconds, peak, flops, biggest in rows:
@@ -774,22 +798,22 @@ print(f"one core of this CPU, extrapolated from N = {rows[-1][0]} along N²: "
 # part of a network's parameters, but for long sequences it dominates both time and memory.
 #
 # There are two separate problems here. **Memory** can be solved without changing the result:
-# fused kernels (FlashAttention, chapter 9) compute the softmax block by block and never store the
-# $N\times N$ matrix. **Compute** cannot: exact attention still touches all $N^2$ pairs. To go
+# fused kernels (FlashAttention, and FlexAttention in chapter 2) compute the softmax block by
+# block and never store the $N\times N$ matrix. **Compute** cannot: exact attention still touches all $N^2$ pairs. To go
 # below $N^2$ we must compute *something else* that is close enough, and the rest of the course is
 # a tour of the ways to do that:
 #
 # | Chapter | Idea | Methods |
 # |---|---|---|
-# | 2 | Fixed sparse patterns: use prior knowledge of which pairs matter | local/sliding window, strided, global tokens, BigBird-style mixes |
+# | 2 | Fixed sparse patterns: use prior knowledge of which pairs matter | local/sliding window, strided, global tokens, Longformer, BigBird; FlexAttention on the GPU |
 # | 3 | Memory and recurrence: carry a summary across segments | Transformer-XL |
-# | 4 | Content-based sparsity: find the large weights cheaply | Reformer (LSH), Routing Transformer (clustering), Sinkhorn sorting |
 # | 5 | Low rank: a few representative keys and values | Linformer, compressed attention |
 # | 6 | Kernels: reorder the three matrix products | linear attention, Performer |
-# | 7 | Beyond attention: mix tokens without query–key scores | Synthesizer, FNet |
-# | 8 | Learnable windows: let the model choose how far to look | differentiable attention span |
-# | 9 | GPU kernels: same math, better memory traffic | FlashAttention, FlexAttention, block-sparse kernels |
-# | 10 | Long-range benchmark: compare them all on the same tasks | Long Range Arena-style tasks |
+# | 8 | Learnable windows: let the model choose how far to look | a differentiable bell-curve window |
+#
+# The gaps in the numbering are chapters still to be written: content-based sparsity (Reformer,
+# Routing Transformer, Sinkhorn), token mixing without query–key scores (Synthesizer, FNet),
+# GPU kernels, and a long-range benchmark.
 #
 # Every chapter uses the tools of this one: `attnkit.dense_attention` as the reference to check
 # against, mask functions to describe patterns, `MultiHeadAttention` to host the variant, and

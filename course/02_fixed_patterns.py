@@ -50,9 +50,6 @@
 import functools
 import math
 import sys
-import warnings
-
-warnings.filterwarnings("ignore")
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -65,14 +62,10 @@ import attnkit
 from attnkit import fixed, materialize
 from attnkit.blocksparse import block_layout, blocksparse_attention
 from attnkit.measure import time_call
+from attnkit.notebook import one_thread, setup
 from attnkit.plot import plot_mask, plot_masks
 
-torch.manual_seed(0)
-np.random.seed(0)
-torch.set_printoptions(precision=4, sci_mode=False)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
-print("torch", torch.__version__, "| attnkit", attnkit.__version__, "| networkx", nx.__version__,
-      "| threads", torch.get_num_threads())
+setup(seed=0)
 
 # %%
 BIG = False  # True: longer sequences in sections 6 and 7
@@ -527,7 +520,7 @@ print(f"keys per query per layer: {stride_part.sum(1).mean():.0f} + {block_part.
 # $$
 #
 # which is exactly the softmax over the union (the same identity lets FlashAttention process
-# keys block by block, chapter 9). Strided = causal window of reach $s-1$ + column; fixed = row
+# keys block by block). Strided = causal window of reach $s-1$ + column; fixed = row
 # block + the gathered summary keys.
 #
 # **Block-sparse** (BigBird, and any mask function, including per-head ones). Cut
@@ -802,15 +795,11 @@ def measure(name, N):
 
 
 torch.manual_seed(0)
-threads_before = torch.get_num_threads()
-torch.set_num_threads(1)
 timing = {name: {} for name in PATTERNS}
 jobs = [(name, N) for N in Ns_time for name in PATTERNS if name != "dense" or N <= N_DENSE_MAX]
-try:
+with one_thread():
     for name, N in tqdm(jobs, desc="timing", file=sys.stdout):
         timing[name][N] = measure(name, N)
-finally:
-    torch.set_num_threads(threads_before)
 
 print(f"{'pattern':<11}" + "".join(f"{'N=' + str(N):>19}" for N in Ns_time))
 for name, rows in timing.items():
@@ -912,8 +901,8 @@ for name, (st, sm) in slopes.items():
 # layout with `block=128`, plus the "full" flag, so the cost of a pattern on the GPU can be
 # estimated on the CPU. The block mask is built once and passed to every call, which is how
 # FlexAttention avoids paying for the $N^2$ mask evaluation over and over. The fused kernel
-# computes the softmax tile by tile (the online softmax of chapter 9) and never stores a score
-# matrix, so its memory is $O(N)$ for every pattern; its time is proportional to the number of
+# computes the softmax tile by tile (an online softmax, as in FlashAttention) and never stores a
+# score matrix, so its memory is $O(N)$ for every pattern; its time is proportional to the number of
 # non-empty tiles.
 #
 # `B=None, H=None` means "the same for every batch element and head"; a per-head pattern such as

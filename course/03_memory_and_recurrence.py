@@ -50,9 +50,6 @@
 # %%
 import math
 import sys
-import warnings
-
-warnings.filterwarnings("ignore")
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -65,16 +62,12 @@ from attnkit import materialize
 from attnkit.masks import materialize_scores
 from attnkit.measure import time_call
 from attnkit.modules import merge_heads, split_heads
+from attnkit.notebook import one_thread, setup
 from attnkit.plot import plot_masks
 from attnkit.recurrence import (SegmentRecurrence, relative_bias_matrix, relative_bias_mod,
                                 transformer_xl, transformer_xl_reference, xl_attention, xl_mask)
 
-torch.manual_seed(0)
-np.random.seed(0)
-torch.set_printoptions(precision=4, sci_mode=False)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
-print("torch", torch.__version__, "| attnkit", attnkit.__version__,
-      "| threads", torch.get_num_threads())
+setup(seed=0)
 
 # %%
 BIG = False  # True: measure the cost up to N = 16384 in section 8
@@ -599,15 +592,11 @@ def measure(fn, N):
 
 
 torch.manual_seed(0)
-threads_before = torch.get_num_threads()
-torch.set_num_threads(1)
 results = {"dense causal": {}, "Transformer-XL": {}}
 jobs = [(name, N) for N in Ns for name in results if name != "dense causal" or N <= N_DENSE_MAX]
-try:
+with one_thread():
     for name, N in tqdm(jobs, desc="measuring", file=sys.stdout):
         results[name][N] = measure(dense_causal if name == "dense causal" else xl, N)
-finally:
-    torch.set_num_threads(threads_before)
 
 print(f"B={Bc}, H={Hc}, D={Dc}, S = memory = {Sc}, float32, one thread\n")
 print(f"{'N':>6} {'method':<15} {'FLOPs':>10} {'formula':>10} {'time (ms)':>10} {'peak (MiB)':>11}"
@@ -696,5 +685,5 @@ print(f"T = {T_eval} tokens, context S = {S_eval}: vanilla sliding window {vanil
 # * Cost: linear in $N$ for a fixed segment and memory, measured above against the quadratic
 #   dense baseline.
 #
-# Chapter 4 drops the assumption that we know in advance which keys matter, and looks for the
-# large attention weights from the content of the queries and keys.
+# Chapter 5 keeps the exact set of queries but shortens the keys and values instead: from $N$ of
+# them to a few representative ones (Linformer, compressed attention).

@@ -42,9 +42,6 @@
 # %%
 import math
 import sys
-import warnings
-
-warnings.filterwarnings("ignore")
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -55,13 +52,9 @@ from tqdm.auto import tqdm
 import attnkit
 from attnkit import dense_attention, lowrank
 from attnkit.measure import time_call
+from attnkit.notebook import one_thread, setup
 
-torch.manual_seed(0)
-np.random.seed(0)
-torch.set_printoptions(precision=4, sci_mode=False)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
-print("torch", torch.__version__, "| attnkit", attnkit.__version__,
-      "| threads", torch.get_num_threads())
+setup(seed=0)
 
 # %%
 BIG = False  # True: time and memory up to N = 8192 in section 5
@@ -416,15 +409,11 @@ def measure(fn, N):
     return seconds, peak
 
 
-threads_before = torch.get_num_threads()
-torch.set_num_threads(1)
 timing = {name: {} for name in methods}
-try:
+with one_thread():
     for N in tqdm(Ns_time, desc="timing", file=sys.stdout):
         for name, fn in methods.items():
             timing[name][N] = measure(fn, N)
-finally:
-    torch.set_num_threads(threads_before)
 
 print(f"{'method':<16}" + "".join(f"{'N=' + str(N):>20}" for N in Ns_time))
 for name, rows in timing.items():

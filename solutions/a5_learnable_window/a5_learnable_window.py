@@ -23,7 +23,8 @@
 #
 # Their findings: $\sigma$ grows during training (1 → 9.5); with Longformer's *global* tokens
 # (which attend to all and are attended by all, without a curve) the normalised PDF, whose peak
-# is below 1, shrinks the window's weights until the global tokens swamp them; the max-1 curve
+# $1/(\sigma\sqrt{2\pi})$ is below 1 once $\sigma > 1/\sqrt{2\pi} \approx 0.4$ (every σ the
+# reports used), shrinks the window's weights until the global tokens swamp them; the max-1 curve
 # fixes that. Once $\sigma$ is learned, a finite window can be sliced from it to save memory.
 #
 # You will build the pieces and reproduce two of the findings in a training run of a few seconds.

@@ -1,0 +1,69 @@
+"""Setup for the course notebooks: one call instead of a setup cell copied into every chapter.
+
+    from attnkit.notebook import one_thread, setup
+
+    setup(seed=0)          # seeds, printing, warnings, figure style; prints the versions
+    with one_thread():     # time a loop on one thread, then restore the thread count
+        ...
+
+A chapter's printed numbers and figures should be the same on every run and every machine
+the text was checked on, so :func:`setup` seeds Python's, NumPy's and PyTorch's global
+generators and fixes how tensors print and how figures look. Importing this module is cheap:
+matplotlib and NumPy are imported by the call, not here.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+
+import torch
+
+__all__ = ["setup", "one_thread", "FIGURE_STYLE"]
+
+FIGURE_STYLE = {"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3}
+"""matplotlib rcParams every chapter uses: moderate resolution, a light grid."""
+
+
+def setup(seed: int = 0, *, ignore_warnings: bool = True, show: bool = True) -> None:
+    """Prepare a course notebook: seed every generator, set printing and figure defaults.
+
+    - ``random.seed``, ``numpy.random.seed`` and ``torch.manual_seed`` with ``seed``, so the
+      chapter's numbers are reproducible;
+    - tensors print with 4 decimals and without scientific notation;
+    - ``ignore_warnings``: silence Python warnings (deprecation notices from the libraries
+      would otherwise interleave with the chapter's output);
+    - matplotlib's rcParams get :data:`FIGURE_STYLE`;
+    - ``show``: print the versions of torch and attnkit and the number of threads, the facts
+      that decide whether a reader's timings can match the text.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import __version__
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_printoptions(precision=4, sci_mode=False)
+    if ignore_warnings:
+        warnings.filterwarnings("ignore")
+    plt.rcParams.update(FIGURE_STYLE)
+    if show:
+        print("torch", torch.__version__, "| attnkit", __version__, "| threads", torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with ``torch.set_num_threads(1)``; restore the previous count afterwards.
+
+    Timings on a small shared machine are steadier on one thread: with several, thread
+    wake-ups add a floor of milliseconds to every call and hide the curves being measured.
+    The count is restored even if the block raises.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
