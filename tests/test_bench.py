@@ -130,3 +130,22 @@ def test_bench_on_cuda_in_bfloat16(tmp_path):
         if int(r["N"]) == 256:
             assert float(r["max_err"]) < 5e-2  # bfloat16 against a float32 reference
     assert_png(tmp_path / "bench.png")
+
+
+def test_mixers_are_timed_against_an_attention_layer_of_the_same_width(tmp_path):
+    """Token mixers take x (B, N, C): their rows compare them with MultiHeadAttention(C = H·D)."""
+    from attnkit import MIXERS
+    from attnkit.bench import mixer_names
+
+    assert mixer_names()[0] == "fourier_mixing" and set(MIXERS) <= set(mixer_names())
+    rows = bench(out=tmp_path, variants=["local"], mixers=["fourier_mixing", "fnet"], **QUICK)
+    assert [(r["variant"], r["N"]) for r in rows] == [
+        ("local", 64), ("fourier_mixing", 64), ("fnet", 64), ("local", 128), ("fourier_mixing", 128), ("fnet", 128)]
+    for r in rows[1:3] + rows[4:]:
+        assert r["note"] == "" and r["ms"] > 0 and r["dense_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["ms"])
+    assert rows[1]["max_err"] < 1e-3 and math.isnan(rows[2]["max_err"])  # fft2 vs the DFT matrices
+    # a full run includes them; --variants alone does not; an unknown name is refused
+    assert [r["variant"] for r in bench(out=tmp_path, variants=["local"], **QUICK)] == ["local", "local"]
+    with pytest.raises(ValueError, match="unknown mixer"):
+        bench(out=tmp_path, variants=["local"], mixers=["nope"], **QUICK)

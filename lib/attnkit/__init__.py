@@ -8,8 +8,12 @@ the shared window / global / block-table patterns), ``modules`` (multi-head atte
 ``measure`` (FLOPs, largest tensor, peak memory, timer), ``grading`` (checks for notebook test
 cells), ``plot`` (heatmaps and mask grids), ``graded`` (the marker on reference functions);
 the variants: ``fixed`` with its CPU kernels ``banded`` and ``blocksparse`` and its GPU path
-``flex``, ``recurrence``, ``lowrank``, ``kernel``, ``bellcurve``, ``varwindow``, ``span``, and
-``qa`` (a small QA task and model). ``attnkit.guard`` is grading machinery: only a grading
+``flex``, ``recurrence``, ``lowrank``, ``kernel`` (with ``rfa``, Random Feature Attention),
+``bellcurve``, ``varwindow``, ``span``, ``lsh`` (Reformer) and ``routing`` (Routing
+Transformer), ``sinkhorn`` (Sparse Sinkhorn attention), and
+``qa`` (a small QA task and model); token mixers that are modules, listed in ``MIXERS``:
+``synthesizer`` (dense, random and factorized Synthesizers) and ``mixing`` (FNet, gMLP,
+MLP-Mixer). ``attnkit.guard`` is grading machinery: only a grading
 kernel imports it. Nothing here imports the grading pipeline.
 """
 from . import grading, masks, measure, plot
@@ -17,7 +21,7 @@ from .dense import dense_attention, softmax
 from .masks import and_masks, causal, causal_mask, full, materialize, or_masks
 from .measure import compare_speed, count_flops, largest_intermediate, peak_memory
 from .modules import MultiHeadAttention, merge_heads, split_heads
-from .registry import VARIANTS, Variant, register
+from .registry import MIXERS, VARIANTS, Mixer, Variant, register, register_mixer
 
 register(
     "dense", dense_attention, family="dense",
@@ -29,11 +33,14 @@ from . import banded, blocksparse, fixed, flex  # noqa: E402  (registers the fix
 from . import recurrence  # noqa: E402  (registers transformer_xl)
 from . import kernel, lowrank  # noqa: E402  (registers the low-rank and kernel variants)
 from . import bellcurve, span, varwindow  # noqa: E402  (registers bellcurve and adaptive_span)
+from . import lsh, routing  # noqa: E402  (registers lsh and routing)
+from . import rfa, sinkhorn  # noqa: E402  (registers sinkhorn and rfa)
+from . import mixing, synthesizer  # noqa: E402  (registers the token mixers)
 
 __version__ = "0.1.0"
 __all__ = [
     "dense_attention", "softmax", "VARIANTS", "Variant", "register", "MultiHeadAttention",
     "split_heads", "merge_heads", "full", "causal", "causal_mask", "materialize", "and_masks",
     "or_masks", "count_flops", "largest_intermediate", "peak_memory", "compare_speed",
-    "grading", "masks", "measure", "plot",
+    "grading", "masks", "measure", "plot", "MIXERS", "Mixer", "register_mixer",
 ]

@@ -22,6 +22,12 @@ Hyperparameters: the registry's ``example_kwargs`` are sized for N = 64, so
 ``example_kwargs``). Dense attention above ``dense_max_n`` is skipped (NaN in the CSV, "—" in
 the table): its N×N scores would not fit. A variant that raises is reported, not fatal.
 
+Token mixers that are modules (:data:`attnkit.MIXERS`: Synthesizers, FNet, gMLP, MLP-Mixer) and
+FNet's bare ``fourier_mixing`` are not functions of (q, k, v): they are timed on ``x (B, N, C)``,
+C = H·D, against a dense attention *layer* of the same width (:class:`attnkit.MultiHeadAttention`:
+four projections and dense attention), which is what they replace. They run with every full
+benchmark; ``--variants`` alone leaves them out, ``--mixers NAME ...`` picks them.
+
 Writes ``OUT/bench.csv`` (one row per variant × N, columns :data:`COLUMNS`) and
 ``OUT/bench.png`` (time and peak memory against N, log-log).
 """
@@ -40,10 +46,12 @@ import torch.nn.functional as F
 
 from .dense import dense_attention
 from .measure import compare_speed, peak_memory, time_call
-from .registry import VARIANTS
+from .mixing import fourier_mixing, fourier_mixing_reference
+from .modules import MultiHeadAttention
+from .registry import MIXERS, VARIANTS
 
-__all__ = ["BENCH_KWARGS", "BENCH_KWARGS_CUDA", "COLUMNS", "bench_kwargs", "baseline", "run_bench", "write_csv",
-           "plot_bench", "format_table", "bench"]
+__all__ = ["BENCH_KWARGS", "BENCH_KWARGS_CUDA", "MIXER_BENCH_KWARGS", "COLUMNS", "bench_kwargs", "baseline",
+           "mixer_names", "run_bench", "write_csv", "plot_bench", "format_table", "bench"]
 
 # Long-sequence settings (w = window, s = stride, g = global tokens, r = random blocks).
 BENCH_KWARGS: dict[str, dict[str, Any]] = {
@@ -57,6 +65,10 @@ BENCH_KWARGS: dict[str, dict[str, Any]] = {
     "linformer": {"proj_len": 256, "seed": 0},
     "compressed": {"stride": 32},
     "performer": {"m": 256, "seed": 0},
+    "lsh": {"buckets": 64, "chunk": 64, "rounds": 2, "seed": 0},
+    "routing": {"clusters": 64, "seed": 0},
+    "rfa": {"m": 128, "seed": 0},
+    "sinkhorn": {"block": 64},
 }
 
 # On a GPU: the issue-3 targets (H100, bfloat16, N=16384, w=256, 64 global tokens) and blocks of
@@ -66,6 +78,14 @@ BENCH_KWARGS_CUDA: dict[str, dict[str, Any]] = {
     "longformer": {"window": 256, "global_tokens": 64},
     "bigbird": {"block": 128, "window_blocks": 1, "global_blocks": 1, "random_blocks": 3},
 }
+
+# Token mixers at long N: constructor arguments besides dim = C and seq_len = N (heads = H for the
+# Synthesizers); others take their defaults (gMLP's hidden width 6·C, for instance).
+MIXER_BENCH_KWARGS: dict[str, dict[str, Any]] = {
+    "mixer": {"token_hidden": 256},
+    "synthesizer_factorized": {"k": 32},
+}
+FOURIER = "fourier_mixing"  # FNet's mixing function, benchmarked beside the registered mixers
 
 COLUMNS = ["variant", "N", "device", "dtype", "B", "H", "D", "kwargs", "ms", "dense_ms", "speedup",
            "peak_mib", "dense_peak_mib", "max_err", "note"]
@@ -153,15 +173,92 @@ def _bench_one(name: str, N: int, q, k, v, *, base: Callable | None, rounds: int
     return row
 
 
+def mixer_names() -> list[str]:
+    """What ``--mixers`` may name: FNet's mixing function and every :data:`MIXERS` entry."""
+    return [FOURIER, *MIXERS]
+
+
+def _build_mixer(name: str, N: int, C: int, H: int, dtype, device) -> tuple[Callable, dict[str, Any]]:
+    """(module or function mapping x (B, N, C) -> (B, N, C), the hyperparameters shown)."""
+    if name == FOURIER:
+        return fourier_mixing, {}
+    mixer = MIXERS[name]
+    kw = dict(MIXER_BENCH_KWARGS.get(name, {}))
+    if "heads" in mixer.example_kwargs:
+        kw["heads"] = H
+    return mixer.cls(dim=C, seq_len=N, **kw).to(device=device, dtype=dtype).eval(), kw
+
+
+def _bench_mixer(name: str, x, *, layer: Callable | None, heads: int, rounds: int,
+                 with_err: bool) -> dict[str, Any]:
+    """One mixer at one N against the dense attention layer ``layer`` (None: timed alone)."""
+    B, N, C = x.shape
+    fn, kw = _build_mixer(name, N, C, heads, x.dtype, x.device)
+    row = {"variant": name, "kwargs": _format_kwargs(kw), "ms": NAN, "dense_ms": NAN, "speedup": NAN,
+           "peak_mib": NAN, "max_err": NAN, "note": ""}
+    with torch.no_grad():
+        out = fn(x)  # also the first warm-up call
+        if out.shape != x.shape:
+            raise ValueError(f"{name} returned {tuple(out.shape)}, expected (B, N, C) = {tuple(x.shape)}")
+        if with_err and name == FOURIER:
+            row["max_err"] = (out.float() - fourier_mixing_reference(x.float())).abs().max().item()
+        del out
+        row["peak_mib"] = peak_memory(fn, x) / MIB
+        if layer is None:
+            fn(x)
+            row["ms"] = statistics.median(time_call(fn, x) for _ in range(rounds)) * 1e3
+        else:
+            result = compare_speed(fn, layer, x, rounds=rounds, warmup=1)
+            row["ms"], row["dense_ms"] = result.median_a * 1e3, result.median_b * 1e3
+            row["speedup"] = row["dense_ms"] / row["ms"]
+    return row
+
+
+def _mixer_rows(names: Sequence[str], N: int, *, batch: int, heads: int, dim: int, dtype, device: str,
+                rounds: int, with_err: bool, dense_max_n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The mixers at one N, each against a dense attention layer of width C = H·D."""
+    C = heads * dim
+    g = torch.Generator().manual_seed(N + 1)
+    x = torch.randn(batch, N, C, generator=g).to(device=device, dtype=dtype)  # (B, N, C)
+    torch.manual_seed(0)  # the layer's and the mixers' initial weights
+    layer, layer_peak = None, NAN
+    if N <= dense_max_n:
+        layer = MultiHeadAttention(C, heads).to(device=device, dtype=dtype).eval()
+        with torch.no_grad():
+            layer_peak = peak_memory(layer, x) / MIB
+    rows = []
+    common = {"N": N, "device": device, "dtype": str(dtype).removeprefix("torch."), "B": batch, "H": heads,
+              "D": dim}
+    for name in names:
+        try:
+            row = _bench_mixer(name, x, layer=layer, heads=heads, rounds=rounds, with_err=with_err)
+        except Exception as exc:  # reported like a broken variant
+            row = {"variant": name, "kwargs": "", "ms": NAN, "dense_ms": NAN, "speedup": NAN, "peak_mib": NAN,
+                   "max_err": NAN, "note": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]}
+        row.update(common, dense_peak_mib=layer_peak if row["note"] == "" else NAN)
+        rows.append({c: row[c] for c in COLUMNS})
+        log(f"N={N:>6} {name:<16} " + (row["note"] or f"{row['ms']:10.2f} ms ({row['speedup']:.2f}x "
+                                                      "an attention layer)"))
+    return rows
+
+
 def run_bench(*, device: str = "cpu", ns: Sequence[int] = (1024, 2048, 4096),
               variants: Sequence[str] | None = None, dtype: str = "float32", batch: int = 1,
               heads: int = 4, dim: int = 64, rounds: int = 7, dense_max_n: int | None = None,
+              mixers: Sequence[str] | None = None,
               log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
-    """Benchmark ``variants`` (default: all of VARIANTS) at each N; one row per variant × N."""
+    """Benchmark ``variants`` and ``mixers`` at each N; one row per name × N.
+
+    Defaults: every VARIANTS entry; the mixers (:func:`mixer_names`) too unless ``variants`` is given.
+    """
     names = list(VARIANTS) if variants is None else list(variants)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; registered: {', '.join(VARIANTS)}")
+    mixers = (mixer_names() if variants is None else []) if mixers is None else list(mixers)
+    unknown = [n for n in mixers if n not in mixer_names()]
+    if unknown:
+        raise ValueError(f"unknown mixer(s) {unknown}; registered: {', '.join(mixer_names())}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False)")
     torch_dtype = getattr(torch, dtype)
@@ -191,6 +288,8 @@ def run_bench(*, device: str = "cpu", ns: Sequence[int] = (1024, 2048, 4096),
             log(f"N={N:>6} {name:<16} " + (row["note"] or f"{row['ms']:10.2f} ms "
                                                           f"({row['speedup']:.2f}x)"))
         del q, k, v
+        rows += _mixer_rows(mixers, N, batch=batch, heads=heads, dim=dim, dtype=torch_dtype, device=device,
+                            rounds=rounds, with_err=N == min(ns), dense_max_n=dense_max_n, log=log)
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -19,12 +19,17 @@ USAGE = __doc__.split("\n\n")[1]
 
 def cmd_bench(args) -> int:
     from attnkit import VARIANTS
-    from attnkit.bench import bench, format_table
+    from attnkit.bench import bench, format_table, mixer_names
 
     unknown = [n for n in args.variants or [] if n not in VARIANTS]
     if unknown:
         print(f"attnkit bench: error: unknown variant(s) {unknown}; registered: "
               f"{', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    unknown = [n for n in args.mixers or [] if n not in mixer_names()]
+    if unknown:
+        print(f"attnkit bench: error: unknown mixer(s) {unknown}; registered: "
+              f"{', '.join(mixer_names())}", file=sys.stderr)
         return 2
     if args.device == "cuda":
         import torch
@@ -36,7 +41,7 @@ def cmd_bench(args) -> int:
     rounds = args.rounds or (3 if args.quick else 7)
     rows = bench(out=args.out, device=args.device, ns=ns, variants=args.variants, dtype=args.dtype,
                  batch=args.batch, heads=args.heads, dim=args.dim, rounds=rounds,
-                 dense_max_n=args.dense_max_n)
+                 dense_max_n=args.dense_max_n, mixers=args.mixers)
     print()
     print(format_table(rows))
     print(f"\nwrote {Path(args.out) / 'bench.csv'} and {Path(args.out) / 'bench.png'}")
@@ -49,6 +54,9 @@ def add_commands(sub) -> None:
     bn.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bn.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 1024 2048 4096)")
     bn.add_argument("--variants", nargs="+", help="registered variant names (default: all)")
+    bn.add_argument("--mixers", nargs="*",
+                    help="token mixers, timed against a dense attention layer (default: all of them, "
+                         "unless --variants is given; --mixers alone: none)")
     bn.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     bn.add_argument("--batch", type=int, default=1, help="B (default 1)")
     bn.add_argument("--heads", type=int, default=4, help="H (default 4)")

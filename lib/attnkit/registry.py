@@ -3,15 +3,19 @@
 ``VARIANTS[name]`` is callable with the kit's convention, ``VARIANTS[name](q, k, v, **kw)``, and
 also carries what the course tables show (family, cost, paper) and example keyword arguments
 that tests and benchmarks use. Adding a variant is one :func:`register` call next to its code.
+
+Token mixers that are not attention functions (Synthesizer, FNet, gMLP, MLP-Mixer) are modules:
+``MIXERS[name].cls(**MIXERS[name].example_kwargs)`` maps ``x (B, N, C)`` to ``(B, N, C)``. They are
+added with :func:`register_mixer`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["Variant", "VARIANTS", "register"]
+__all__ = ["Variant", "VARIANTS", "register", "Mixer", "MIXERS", "register_mixer"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,42 @@ def register(name: str, fn: Callable[..., Tensor], *, family: str, cost: str, pa
     variant = Variant(name, fn, family, cost, paper, dict(example_kwargs or {}), reference)
     VARIANTS[name] = variant
     return variant
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """One token mixer that is a module rather than an attention function.
+
+    Attributes:
+        name: registry key, e.g. ``"fnet"``.
+        cls: the module class; ``cls(dim=C, seq_len=N, **hyperparameters)`` maps ``(B, N, C)`` to
+            ``(B, N, C)`` for any N <= seq_len.
+        family: the course's grouping ("synthesizer", "attention-free").
+        cost: time and memory in the kit's symbols, e.g. ``"O(N·C·log(N·C)) time, O(N·C) memory"``.
+        paper: where it comes from.
+        example_kwargs: constructor arguments for a small representative module (tests, benchmarks).
+    """
+
+    name: str
+    cls: type[nn.Module]
+    family: str
+    cost: str
+    paper: str
+    example_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, **kwargs) -> nn.Module:
+        """A new module built with ``example_kwargs`` updated by ``kwargs``."""
+        return self.cls(**{**self.example_kwargs, **kwargs})
+
+
+MIXERS: dict[str, Mixer] = {}
+
+
+def register_mixer(name: str, cls: type[nn.Module], *, family: str, cost: str, paper: str,
+                   example_kwargs: dict[str, Any] | None = None) -> Mixer:
+    """Add a token-mixing module to :data:`MIXERS` (a name may be registered once)."""
+    if name in MIXERS:
+        raise ValueError(f"token mixer {name!r} is already registered")
+    mixer = Mixer(name, cls, family, cost, paper, dict(example_kwargs or {}))
+    MIXERS[name] = mixer
+    return mixer
