@@ -48,6 +48,7 @@ SPECS: dict[str, AssignmentSpec] = {
     "a1_attention_basics": AssignmentSpec(timeout=120),
     "a2_sparse_patterns": AssignmentSpec(timeout=180),
     "a3_low_rank_and_kernels": AssignmentSpec(timeout=180),
+    "a4_content_based": AssignmentSpec(timeout=180),
     "a5_learnable_window": AssignmentSpec(timeout=300),
 }
 

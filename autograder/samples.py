@@ -108,6 +108,28 @@ RECIPES["a3_low_rank_and_kernels"] = {
     },
 }
 
+_A4_ANSWERS = ["lsh_hash", "lsh_attention", "lsh_chunked", "routing", "sinkhorn_normalise", "synthesizer",
+               "fourier_mixing", "rfa"]
+
+RECIPES["a4_content_based"] = {
+    "full": {cell: "solution" for cell in _A4_ANSWERS},
+    "blank": {},
+    # The hash, routing, the Synthesizer and RFA right; bucketed attention uses the first round only,
+    # the chunked path is right in value through an N×N mask (too much memory, not faster),
+    # Sinkhorn normalises in probability space (overflows), FNet transforms the tokens only.
+    "partial": {
+        "lsh_hash": "solution", "lsh_attention": ("wrong", 3), "lsh_chunked": ("wrong", 11),
+        "routing": "solution", "sinkhorn_normalise": ("wrong", 20), "synthesizer": "solution",
+        "fourier_mixing": ("wrong", 25), "rfa": "solution",
+    },
+    # The first answer cell raises on import; the parts that do not hash still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A4_ANSWERS},
+        "lsh_hash": ("code", "from my_hashing import angular_buckets  # a file that was not submitted\n\n"
+                             "def lsh_hash(x, rotations):\n    return angular_buckets(x, rotations)\n"),
+    },
+}
+
 _A5_ANSWERS = ["bell_attention", "sigma_net", "window_from_sigma", "variable_window", "train_sigma"]
 
 RECIPES["a5_learnable_window"] = {
@@ -134,6 +156,7 @@ EXPECTED: dict[str, dict[str, float]] = {
                             "hostile": 11.0, "malformed": 12.0},
     "a2_sparse_patterns": {"full": 16.0, "blank": 0.0, "partial": 8.0, "crash_early": 14.0},
     "a3_low_rank_and_kernels": {"full": 15.0, "blank": 0.0, "partial": 7.0, "crash_early": 13.0},
+    "a4_content_based": {"full": 16.0, "blank": 0.0, "partial": 7.0, "crash_early": 8.0},
     "a5_learnable_window": {"full": 12.0, "blank": 0.0, "partial": 6.0, "crash_early": 6.0},
 }
 
