@@ -29,7 +29,9 @@
 # 4. causal linear attention as prefix sums, and as a recurrent network;
 # 5. FAVOR+ (Performer): random features for $\exp$, why trigonometric features fail where the
 #    kernel is near zero, why positive features fix it, and orthogonal against iid features;
-# 6. time and memory of linear attention and the Performer against dense attention at long $N$.
+# 6. Random Feature Attention (RFA): random Fourier features of normalised queries and keys, the
+#    temperature $\sigma^2$, the gate, and how it relates to the Performer;
+# 7. time and memory of linear attention and the Performer against dense attention at long $N$.
 #
 # **Notation.** $(B, H, N, D)$ queries, $(B, H, M, D)$ keys, $(B, H, M, D_v)$ values; the lecture
 # notes write $d$ and $d'$ for $D$ and $D_v$. $m$ random features, $\phi: \mathbb{R}^D \to
@@ -38,7 +40,7 @@
 # %% [markdown]
 # ## Setup
 #
-# `BIG = True` adds $N = 8192$ to the measurements of sections 1 and 6 (dense attention then
+# `BIG = True` adds $N = 8192$ to the measurements of sections 1 and 7 (dense attention then
 # needs about 1 GB for its scores and takes a few seconds per call).
 
 # %%
@@ -52,14 +54,14 @@ import torch
 from tqdm.auto import tqdm
 
 import attnkit
-from attnkit import dense_attention, kernel
+from attnkit import dense_attention, kernel, rfa
 from attnkit.measure import time_call
 from attnkit.notebook import one_thread, setup
 
 setup(seed=0)
 
 # %%
-BIG = False  # True: N = 8192 in sections 1 and 6
+BIG = False  # True: N = 8192 in sections 1 and 7
 
 
 def log_x_ticks(ax, values):
@@ -593,7 +595,210 @@ two = kernel.favor_two_softmax(q * c, k * c, v, W2)  # dense attend; FlexAttenti
 print(f"largest difference from kernel.performer: {(two - kernel.performer(q, k, v, features=W2)).abs().max():.2e}")
 
 # %% [markdown]
-# ## 6. Speed at long $N$, measured
+# ## 6. Random Feature Attention: Fourier features of unit vectors
+#
+# RFA (Peng et al. 2021), the third realisation in the lecture notes, reaches the softmax kernel
+# from a different classic: Rahimi and Recht's *random Fourier features* for the Gaussian
+# kernel. For $w \sim \mathcal N(0, \sigma^{-2} I_D)$,
+#
+# $$
+# \mathbb E_w\big[\cos\big(w^\top(x - y)\big)\big] = \exp\!\Big(-\frac{\lVert x - y\rVert^2}{2\sigma^2}\Big),
+# $$
+#
+# and since $\sin a \sin b + \cos a \cos b = \cos(a - b)$, the $2m$ features
+#
+# $$
+# \phi(x) = \sqrt{\tfrac{1}{m}}\,\big[\sin(W\hat x),\; \cos(W\hat x)\big],
+# \qquad \phi(x)\cdot\phi(y) = \frac1m \sum_{r=1}^m \cos\big(w_r^\top(\hat x - \hat y)\big),
+# $$
+#
+# estimate that kernel without bias. RFA applies them to the *normalised* $\hat q, \hat k$. On
+# unit vectors $\lVert \hat q - \hat k\rVert^2 = 2 - 2\,\hat q\cdot\hat k$, so
+#
+# $$
+# \exp\!\Big(-\frac{\lVert \hat q - \hat k\rVert^2}{2\sigma^2}\Big) = e^{-1/\sigma^2}\,
+# \exp\!\Big(\frac{\hat q\cdot\hat k}{\sigma^2}\Big),
+# $$
+#
+# the softmax kernel of the unit vectors at temperature $\sigma^2$, times a constant that cancels
+# between numerator and denominator. As $m \to \infty$, RFA tends to
+# $\operatorname{softmax}(\hat Q\hat K^\top/\sigma^2)V$ (`rfa.rfa_limit`); the temperature
+# $\sigma^2$ takes the place of $\sqrt D$ and of the norms, which the normalisation has removed.
+#
+# **Relation to the Performer.** These are the trigonometric features of section 5 with
+# $W$ drawn at scale $1/\sigma$: the section-5 factor $e^{\lVert x\rVert^2/2}$ is the same
+# constant for every unit vector and cancels. So RFA *is* the Performer's trigonometric estimator
+# on normalised, temperature-scaled inputs, which the next cell checks to rounding error. The
+# normalisation removes the worst of the trigonometric estimator's trouble (variance growing
+# like $e^{\lVert q\rVert^2 + \lVert k\rVert^2}$), and each product $\phi(q)\cdot\phi(k)$ is
+# bounded by 1. What remains is the problem of section 5: the estimate can be negative and its
+# relative error is large where the kernel is small, here where $\sigma$ is small (sharp
+# attention: most keys get $e^{(\hat q\cdot\hat k - 1)/\sigma^2} \approx 0$).
+
+# %%
+torch.manual_seed(0)
+q, k, v = (torch.randn(1, 4, 256, 32, dtype=torch.float64) for _ in range(3))
+sigma, m_rfa = 0.7, 64
+W_rfa = rfa.rfa_weights(m_rfa, 32, sigma, seed=3, dtype=torch.float64)  # (m, D), rows ~ N(0, σ⁻² I)
+q_hat, k_hat = (x / x.norm(dim=-1, keepdim=True) for x in (q, k))
+as_performer = kernel.performer(q_hat, k_hat, v, kind="trig", features=W_rfa * sigma, scale=1 / sigma**2)
+print(f"max |rfa(m={m_rfa}) - performer(trig, q̂, k̂, W·σ, scale 1/σ²)| = "
+      f"{(rfa.rfa(q, k, v, m=m_rfa, sigma=sigma, seed=3) - as_performer).abs().max():.1e}")
+phi = rfa.rfa_features(q, W_rfa)  # (1, 4, N, 2m)
+print(f"φ(q)·φ(q) = 1 for every q: max |φ·φ - 1| = {((phi * phi).sum(-1) - 1).abs().max():.1e};  "
+      f"φ(q)·φ(k) in [{float((phi @ rfa.rfa_features(k, W_rfa).transpose(-2, -1)).min()):.2f}, "
+      f"{float((phi @ rfa.rfa_features(k, W_rfa).transpose(-2, -1)).max()):.2f}]")
+
+# %% [markdown]
+# ### Error against $m$: trigonometric against positive features on the same target
+#
+# The target is $\operatorname{softmax}(\hat Q\hat K^\top/\sigma^2)V$ for random $q, k, v$ with
+# $N = 512$, $D = 64$, at two temperatures. RFA with $m$ directions has $2m$ features; the
+# Performer's positive features (iid, so that only the kind of feature differs) estimate the
+# same target when given $\hat q, \hat k$ and `scale` $= 1/\sigma^2$, and get as many features,
+# $2m$. Relative error of the output, mean over three draws of $W$, and the share of queries whose
+# estimated denominator $\phi(q_i)^\top z$ is negative. A prediction first: one product
+# $\phi(q)\cdot\phi(k)$ is a mean of $m$ cosines, and $\operatorname{Var}\cos(w^\top\delta) =
+# \tfrac12(1 - \kappa^2)^2$ (section 5's computation with $w$ scaled by $1/\sigma$), so its
+# variance is $(1 - \kappa^2)^2/(2m)$, one over the number of features as in section 5, around
+# the kernel value $\kappa = e^{-\lVert\hat q - \hat k\rVert^2/2\sigma^2}$ (the next cell checks
+# it by sampling). For unrelated directions
+# ($\hat q\cdot\hat k \approx 0$, as for random vectors in $D = 64$) $\kappa \approx e^{-1/\sigma^2}$,
+# and the relative error of one product is $(1 - \kappa^2)/(\kappa\sqrt{2m})$: 1.7, 5.4 and 39
+# divided by $\sqrt m$ for $\sigma^2 = 1, 0.49, 0.25$. Small temperatures need exponentially
+# many features.
+
+# %%
+N6, D6r = 256, 64
+gen6 = torch.Generator().manual_seed(6)
+q6, k6, v6 = (torch.randn(1, 1, N6, D6r, generator=gen6, dtype=torch.float64) for _ in range(3))
+q6_hat, k6_hat = (x / x.norm(dim=-1, keepdim=True) for x in (q6, k6))
+
+# the variance of one product, sampled: 4000 independent W (m = 16 rows each) for one pair
+pair = rfa.rfa_features(torch.stack([q6[0, 0, 0], k6[0, 0, 0]]),
+                        rfa.rfa_weights(4000 * 16, D6r, 0.7, seed=9, dtype=torch.float64))  # (2, 2·4000·16)
+prods = (pair[0] * pair[1]).view(2, 4000, 16).sum((0, 2)) * 4000  # (4000,) φ(q)·φ(k), one per W
+kappa = math.exp(-float((q6_hat[0, 0, 0] - k6_hat[0, 0, 0]).norm()) ** 2 / (2 * 0.7**2))
+print(f"σ = 0.7, m = 16, one pair: sampled mean {float(prods.mean()):.4f} (κ = {kappa:.4f}), sampled variance "
+      f"{float(prods.var()):.4f}, formula (1 - κ²)²/2m = {(1 - kappa**2) ** 2 / 32:.4f}")
+ms_rfa = [4, 8, 16, 32, 64, 128, 256, 512]
+sigmas6 = [1.0, 0.7, 0.5]
+
+
+def rfa_errors(sigma, m, seeds=range(3)):
+    """Mean relative output error of RFA and of 2m positive features, share of negative RFA denominators."""
+    exact = rfa.rfa_limit(q6, k6, v6, sigma=sigma)
+    e_rfa, e_pos, neg = [], [], []
+    for seed in seeds:
+        e_rfa.append(float((rfa.rfa(q6, k6, v6, m=m, sigma=sigma, seed=seed) - exact).norm() / exact.norm()))
+        pos = kernel.performer(q6_hat, k6_hat, v6, m=2 * m, kind="positive", orthogonal=False, seed=seed,
+                               scale=1 / sigma**2)
+        e_pos.append(float((pos - exact).norm() / exact.norm()))
+        w = rfa.rfa_weights(m, D6r, sigma, seed=seed, dtype=torch.float64)  # the W that rfa drew
+        den = rfa.rfa_features(q6, w) @ rfa.rfa_features(k6, w).sum(-2).transpose(-2, -1)  # φ(q_i)ᵀ z
+        neg.append(float((den < 0).double().mean()))
+    return np.mean(e_rfa), np.mean(e_pos), np.mean(neg)
+
+
+with one_thread():  # many small calls: one thread avoids thread wake-ups on a shared machine
+    results6 = {(s, m): rfa_errors(s, m) for s in sigmas6
+                for m in tqdm(ms_rfa, desc=f"σ = {s}", file=sys.stdout)}
+err6 = {key: r[:2] for key, r in results6.items()}
+neg6 = {key: r[2] for key, r in results6.items()}
+
+print("relative error of RFA and of positive features (2m of each), share of negative RFA denominators")
+print(f"{'m':>5} {'2m':>5} | " + " | ".join(f"σ² = {s**2:<4g} {'RFA':>7} {'positive':>8} {'neg.':>6}" for s in sigmas6))
+for m in ms_rfa:
+    print(f"{m:>5} {2 * m:>5} | " + " | ".join(f"{'':>9} {err6[s, m][0]:>7.3g} {err6[s, m][1]:>8.3g} {neg6[s, m]:>6.1%}"
+                                                for s in sigmas6))
+
+# %%
+fig, ax = plt.subplots(figsize=(10, 4.6))
+for i, sigma in enumerate(sigmas6):
+    ax.loglog([2 * m for m in ms_rfa], [err6[sigma, m][0] for m in ms_rfa], "o-", color=f"C{i}", ms=4,
+              label=f"RFA (sin, cos features), σ² = {sigma**2:g}")
+    ax.loglog([2 * m for m in ms_rfa], [err6[sigma, m][1] for m in ms_rfa], "s--", color=f"C{i}", ms=4,
+              label=f"positive features (Performer), σ² = {sigma**2:g}")
+ref = err6[1.0, ms_rfa[-1]][0] * (2 * ms_rfa[-1]) ** 0.5
+ax.loglog([2 * m for m in ms_rfa], [ref / (2 * m) ** 0.5 for m in ms_rfa], color="grey", ls=":", lw=1,
+          label="slope −1/2")
+ax.set(xlabel="number of features (length of φ) = 2m", ylabel="relative error of the output",
+       title=f"Softmax attention of unit q, k at temperature σ², N = {N6}, D = {D6r}, mean of 3 draws")
+log_x_ticks(ax, [2 * m for m in ms_rfa][::2])
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Once $m$ is large enough both errors fall like $1/\sqrt m$ (the dotted slope), and the
+# temperature sets the level, as the prediction says. At $\sigma^2 = 1$ the two kinds of feature
+# are about equally good (RFA slightly better from a few dozen features on). The difference
+# shows at lower temperatures, and it is the one section 5 found: with few features a share of
+# RFA's denominators is negative (up to 37% of them at $\sigma^2 = 0.25$), and a denominator
+# near zero blows its output up, so the error is far above 1 until $m = 32$ at $\sigma^2 = 0.49$
+# and still above 1 at $m = 512$ for $\sigma^2 = 0.25$. Positive features fail gracefully
+# instead: at $\sigma^2 = 0.25$ their error stays between 1 and 2.5 (no better than answering
+# zero) but never explodes. Neither is usable there with these $m$: a sharp softmax needs
+# exponentially many random features, trigonometric or positive.
+#
+# ### The gate: a recency bias
+#
+# Causal RFA is the recurrence of section 4 with these features. The paper adds a learned
+# scalar gate $g_t \in (0, 1)$ per head and token,
+#
+# $$
+# S_t = g_t\, S_{t-1} + (1 - g_t)\,\phi(k_t)\,v_t^\top, \qquad
+# z_t = g_t\, z_{t-1} + (1 - g_t)\,\phi(k_t), \qquad
+# o_t = \frac{\phi(q_t)^\top S_t}{\phi(q_t)^\top z_t},
+# $$
+#
+# so token $j$ enters output $i$ with the extra factor $(1 - g_j)\prod_{t = j+1}^{i} g_t$: older
+# tokens fade geometrically, unless the gate stays near 1. In the paper
+# $g_t = \operatorname{sigmoid}(w\cdot x_t + b)$ (the module `rfa.RFAGate`), so the model decides
+# from the content when to forget, as a gated recurrent network does. The state keeps its
+# fixed size. To see the weights, feed the identity matrix as values ($v_j = e_j$): output $i$ is
+# then row $i$ of the effective attention matrix. With a constant gate the prediction is
+# $\propto (1 - g)\,g^{\,i - j} \exp(\hat q_i\cdot\hat k_j/\sigma^2)$ over $j \le i$.
+
+# %%
+N7r, D7r, m7r = 48, 16, 4096
+gen7 = torch.Generator().manual_seed(7)
+q7, k7 = (torch.randn(1, 1, N7r, D7r, generator=gen7, dtype=torch.float64) for _ in range(2))
+eye7 = torch.eye(N7r, dtype=torch.float64)[None, None]  # (1, 1, N, N): v_j = e_j
+logits7 = (q7 / q7.norm(dim=-1, keepdim=True)) @ (k7 / k7.norm(dim=-1, keepdim=True)).transpose(-2, -1)  # q̂·k̂
+i7r = N7r - 1
+j7 = torch.arange(N7r)
+gated_rows = {}
+for g in [None, 0.95, 0.8]:
+    gate = None if g is None else torch.full((1, 1, N7r), g, dtype=torch.float64)
+    est = rfa.rfa(q7, k7, eye7, m=m7r, sigma=1.0, seed=0, causal=True, gate=gate)[0, 0, i7r]  # (N,)
+    decay = torch.ones(N7r, dtype=torch.float64) if g is None else (1 - g) * g ** (i7r - j7).double()
+    pred = decay * torch.exp(logits7[0, 0, i7r])  # (N,), all j <= i = N - 1
+    gated_rows[g] = (est, pred / pred.sum())
+    label = "no gate" if g is None else f"g = {g}"
+    print(f"{label:>8}: weight on the last 8 tokens, estimated {float(est[-8:].sum()):.2f}, "
+          f"predicted {float((pred / pred.sum())[-8:].sum()):.2f}")
+
+fig, ax = plt.subplots(figsize=(7.5, 4))
+for i, (g, (est, pred)) in enumerate(gated_rows.items()):
+    label = "no gate" if g is None else f"constant gate g = {g}"
+    ax.plot(j7, pred.numpy(), "-", color=f"C{i}", lw=1.5, label=f"{label}: prediction")
+    ax.plot(j7, est.numpy(), "o", color=f"C{i}", ms=3, label=f"{label}: causal RFA, m = {m7r}")
+ax.set(xlabel="key position j", ylabel=f"weight of key j in output i = {i7r}",
+       title="Gated RFA: older tokens fade geometrically (σ = 1)")
+ax.legend(fontsize=7, ncol=2)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The estimates scatter around the predicted curves (random features, $m$ finite); without a
+# gate the weights follow the content alone and reach back to the first token, with $g = 0.8$
+# almost all the weight sits on the last few tokens. RFA therefore has two knobs the plain
+# Performer lacks: a temperature $\sigma^2$ and a learned recency bias. Its costs are those of
+# linear attention: $O(N m D_v)$ time, a state of $2m\times D_v$ numbers per head.
+
+# %% [markdown]
+# ## 7. Speed at long $N$, measured
 #
 # Finally the clock on the whole attention call: dense softmax attention, linear attention
 # ($\phi = $ elu + 1, $m = D$) and the Performer with $m = 256$ positive orthogonal features,
@@ -661,3 +866,7 @@ plt.show()
 # * The Performer estimates the softmax kernel with random features. Trigonometric features go
 #   negative and have large relative variance where the kernel is small; positive features do
 #   not; orthogonal directions lower the variance further.
+# * RFA uses random Fourier (sin, cos) features of the normalised $\hat q, \hat k$: the
+#   Performer's trigonometric estimator at temperature $\sigma^2$. Its error grows like
+#   $e^{1/\sigma^2}$ as the temperature falls; its gate adds a learned recency bias to the
+#   causal recurrence.

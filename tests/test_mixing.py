@@ -254,3 +254,10 @@ def test_mixer_block_is_token_then_channel_mixing():
     torch.testing.assert_close(block(x), expected, atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError, match="at most seq_len"):
         block(randn(B, N + 1, C))
+
+
+def test_whole_blocks_are_marked_as_blocks():
+    """FNet, gMLP and MLP-Mixer bring their residuals and norms; the Synthesizers replace attention."""
+    from attnkit import MIXERS
+
+    assert {n for n, m in MIXERS.items() if m.block} == {"fnet", "gmlp", "mixer"}

@@ -263,16 +263,16 @@ def _register() -> None:
                    cost="O(N·C·log(N·C)) time, O(N·C) memory for the mixing (no parameters)",
                    paper="Lee-Thorp et al. 2022, FNet: Mixing Tokens with Fourier Transforms "
                          "(arXiv:2105.03824)",
-                   example_kwargs={"dim": 16, "seq_len": 32})
+                   example_kwargs={"dim": 16, "seq_len": 32}, block=True)
     register_mixer("gmlp", gMLPBlock, family="attention-free",
                    cost="O(N²·e + N·C·e) time, O(N² + N·e) memory",
                    paper="Liu et al. 2021, Pay Attention to MLPs (arXiv:2105.08050)",
-                   example_kwargs={"dim": 16, "seq_len": 32, "hidden": 32})
+                   example_kwargs={"dim": 16, "seq_len": 32, "hidden": 32}, block=True)
     register_mixer("mixer", MixerBlock, family="attention-free",
                    cost="O(N·Ds·C + N·C·Dc) time, O(N·C + Ds·C + N·Dc) memory",
                    paper="Tolstikhin et al. 2021, MLP-Mixer: An all-MLP Architecture for Vision "
                          "(arXiv:2105.01601)",
-                   example_kwargs={"dim": 16, "seq_len": 32, "token_hidden": 16})
+                   example_kwargs={"dim": 16, "seq_len": 32, "token_hidden": 16}, block=True)
 
 
 _register()

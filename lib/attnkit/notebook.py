@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-__all__ = ["setup", "one_thread", "FIGURE_STYLE"]
+__all__ = ["setup", "threads", "one_thread", "FIGURE_STYLE"]
 
 FIGURE_STYLE = {"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3}
 """matplotlib rcParams every chapter uses: moderate resolution, a light grid."""
@@ -54,16 +54,22 @@ def setup(seed: int = 0, *, ignore_warnings: bool = True, show: bool = True) -> 
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Run the block with ``torch.set_num_threads(1)``; restore the previous count afterwards.
-
-    Timings on a small shared machine are steadier on one thread: with several, thread
-    wake-ups add a floor of milliseconds to every call and hide the curves being measured.
-    The count is restored even if the block raises.
-    """
+def threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (None: leave the count as it is);
+    restore the previous count afterwards, even if the block raises."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def one_thread():
+    """Run the block on one thread (:func:`threads` ``(1)``).
+
+    Timings on a small shared machine are steadier on one thread: with several, thread
+    wake-ups add a floor of milliseconds to every call and hide the curves being measured.
+    """
+    return threads(1)

@@ -70,6 +70,8 @@ class Mixer:
         cost: time and memory in the kit's symbols, e.g. ``"O(N·C·log(N·C)) time, O(N·C) memory"``.
         paper: where it comes from.
         example_kwargs: constructor arguments for a small representative module (tests, benchmarks).
+        block: True when the module is a whole block with its own residual and norms (FNet, gMLP,
+            MLP-Mixer), False when it replaces an attention layer inside a block (Synthesizers).
     """
 
     name: str
@@ -78,6 +80,7 @@ class Mixer:
     cost: str
     paper: str
     example_kwargs: dict[str, Any] = field(default_factory=dict)
+    block: bool = False
 
     def __call__(self, **kwargs) -> nn.Module:
         """A new module built with ``example_kwargs`` updated by ``kwargs``."""
@@ -88,10 +91,10 @@ MIXERS: dict[str, Mixer] = {}
 
 
 def register_mixer(name: str, cls: type[nn.Module], *, family: str, cost: str, paper: str,
-                   example_kwargs: dict[str, Any] | None = None) -> Mixer:
+                   example_kwargs: dict[str, Any] | None = None, block: bool = False) -> Mixer:
     """Add a token-mixing module to :data:`MIXERS` (a name may be registered once)."""
     if name in MIXERS:
         raise ValueError(f"token mixer {name!r} is already registered")
-    mixer = Mixer(name, cls, family, cost, paper, dict(example_kwargs or {}))
+    mixer = Mixer(name, cls, family, cost, paper, dict(example_kwargs or {}), block)
     MIXERS[name] = mixer
     return mixer

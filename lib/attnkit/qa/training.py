@@ -3,32 +3,19 @@ See :mod:`attnkit.qa`.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import ANSWER0, CUE0, FILLER0, GLOBAL_TOKENS, QAData, decode_spans, exact_match, span_f1
+from ..notebook import threads as torch_threads
 from .model import QAEncoder
 
 # ---------------------------------------------------------------- training and evaluation
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore the previous number (None: leave it)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 @dataclass
 class History:
@@ -66,7 +53,7 @@ def evaluate(model: nn.Module, data: QAData, *, batch_size: int = 512, max_answe
     was_training = model.training
     model.eval()
     f1 = em = 0.0
-    with _threads(threads):
+    with torch_threads(threads):
         for lo in range(0, len(data), batch_size):
             b = data.batch(torch.arange(lo, min(lo + batch_size, len(data))))
             ps, pe = decode_spans(*model(b.tokens), max_answer_len)
@@ -119,7 +106,7 @@ def train(model: nn.Module, data: tuple[QAData, QAData], *, steps: int = 200, lr
         bar = tqdm(total=steps, leave=False)
     t0 = time.perf_counter()
     model.train()
-    with _threads(threads):
+    with torch_threads(threads):
         for step in range(steps):
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(step)
