@@ -567,11 +567,9 @@ plt.show()
 #
 # (The $4n_b^2b_sD$ term is the mixing $PK$, $PV$ of the blocks; hashing and sorting carry few
 # FLOPs.) `attnkit.count_flops` counts the FLOPs of the matrix products and
-# `attnkit.largest_intermediate` the largest tensor a call allocates. One caveat: Sinkhorn's
-# block attention runs inside PyTorch's fused `scaled_dot_product_attention`, whose CPU kernel the
-# FLOP counter does not see (it reports 0 for it), so for that row we add the count of the same
-# block attention written out with `dense_attention`, on tensors of the shapes the fused call
-# gets. Settings: LSH with $b = 16$ buckets, $R = 2$ rounds, $c = 64$; Routing balanced with
+# `attnkit.largest_intermediate` the largest tensor a call allocates (Sinkhorn's block attention
+# runs inside PyTorch's fused `scaled_dot_product_attention`; `count_flops` counts its CPU kernel
+# with the same formula as two matrix products). Settings: LSH with $b = 16$ buckets, $R = 2$ rounds, $c = 64$; Routing balanced with
 # $b = N/64$ clusters ($w = 64$), centroids fitted beforehand; Sinkhorn with $b_s = 64$; SortCut
 # with $k = 2$. One head, $B = H = 1$ (the formulas scale with $B\cdot H$).
 
@@ -606,9 +604,6 @@ for N in tqdm(Ns8, desc="counting", file=sys.stdout):
     CENTROIDS[N // 64] = routing.spherical_kmeans(torch.cat([q, k], dim=2), N // 64, iters=3, seed=0)
     for name, (fn, flops_formula, largest_formula) in cost_methods(N).items():
         flops = attnkit.count_flops(fn, q, k, v)
-        if name.startswith("sinkhorn"):  # + the fused block attention: (N/b) blocks of b queries, 2b keys
-            qb, kb = torch.randn(1, N // 64, 64, D8), torch.randn(1, N // 64, 128, D8)
-            flops += attnkit.count_flops(dense_attention, qb, kb, kb)
         cost8[name, N] = (flops, flops_formula, attnkit.largest_intermediate(fn, q, k, v).numel, largest_formula)
 
 print(f"{'method':<22}" + "".join(f"{'N=' + str(N):>28}" for N in Ns8))

@@ -79,19 +79,21 @@ def _with_answer(student_version: Path, code: str) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: with pytest-xdist the worker may run other modules' tests between
+# these, and module-scoped fixtures would be rebuilt each time (another grading run of the toy class).
+@pytest.fixture(scope="session")
 def toy(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("toy") / "toy.py"
     path.write_text(TOY)
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def student_version(toy) -> Path:
     return release("toy", source=toy, dest_root=toy.parent / "assignments")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def submissions(student_version) -> Path:
     subs = student_version.parents[2] / "submissions"
     for student in ("correct", "early", "slow", "dies"):
@@ -111,7 +113,7 @@ def submissions(student_version) -> Path:
     return subs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graded(toy, submissions):
     out = submissions.parent / "out"
     run = grade("toy", submissions, out, source=toy, timeout=TIMEOUT, echo=lambda line: None)

@@ -107,7 +107,9 @@ class _Kernel:
 _KERNELS: dict[str, _Kernel] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
+# Session scope: a module-scoped finaliser would also run whenever the xdist worker switches to
+# another module's tests in between, and every kernel would start (and import torch) again.
+@pytest.fixture(scope="session", autouse=True)
 def _stop_kernels():
     yield
     for kernel in _KERNELS.values():

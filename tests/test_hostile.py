@@ -33,7 +33,9 @@ def test_committed_hostile_notebooks_match_their_recipes():
         assert [c.source for c in committed.cells] == [c.source for c in built.cells], student
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: with pytest-xdist the worker may run other modules' tests between
+# these, and a module-scoped fixture is torn down and rebuilt each time (a second 200 s grading run).
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
     reason = probe()
     assert not reason, f"the sandbox cannot start here: {reason}"

@@ -172,3 +172,16 @@ def test_compare_speed_passes_arguments_to_both():
 def test_time_call_measures_wall_time():
     t = time_call(time.sleep, 0.003)
     assert 0.003 <= t < 0.05
+
+
+def test_count_flops_counts_the_cpu_fused_attention_kernel():
+    """On the CPU, F.scaled_dot_product_attention runs a fused kernel that torch's counter has no
+    formula for; the kit counts it as the two matmuls it replaces (4·B·H·N·M·D for D = Dv)."""
+    import torch.nn.functional as F
+
+    q, k, v = torch.randn(2, 3, 40, 8), torch.randn(2, 3, 24, 8), torch.randn(2, 3, 24, 8)
+    expected = 4 * 2 * 3 * 40 * 24 * 8
+    assert count_flops(F.scaled_dot_product_attention, q, k, v) == expected
+    assert count_flops(dense_attention, q, k, v) == expected
+    mask = torch.rand(40, 24) < 0.5
+    assert count_flops(F.scaled_dot_product_attention, q, k, v, attn_mask=mask) == expected

@@ -86,3 +86,25 @@ def test_makefile_has_the_entry_targets():
     assert {"demo", "test", "lab"} <= targets, f"Makefile targets: {sorted(targets)}"
     phony = re.search(r"^\.PHONY:(.*)$", text, re.M)
     assert phony and {"demo", "test", "lab"} <= set(phony.group(1).split())
+
+
+def test_xdist_groups_stay_on_one_worker(tmp_path):
+    """``make test`` runs ``--dist loadgroup``: the tests of one ``xdist_group`` (an expensive shared
+    grading run, one kernel per assignment) must share a worker, or each worker pays for them
+    again. pytest 9.2 with pytest-xdist 3.8 silently stopped grouping; this catches that."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_grouped.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.xdist_group(name='one')\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_grouped(i):\n"
+        "    time.sleep(0.05)\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+                           "-p", "no:cacheprovider", "test_grouped.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = [line.split()[0] for line in done.stdout.splitlines() if "PASSED" in line]  # "[gw0] [ 16%] PASSED ..."
+    assert len(ran) == 6, done.stdout
+    assert len(set(ran)) == 1, f"one xdist_group ran on workers {sorted(set(ran))}:\n{done.stdout}"

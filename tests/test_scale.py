@@ -56,7 +56,9 @@ def _submissions(gb, assignment):
             for s in gb.assignment_submissions(assignment)}
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: with pytest-xdist the worker may run other modules' tests between
+# these, and a module-scoped fixture would be rebuilt each time (another serial grading run).
+@pytest.fixture(scope="session")
 def subs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("scale") / "subs"
     for student, kind in STUDENTS.items():
@@ -65,7 +67,7 @@ def subs(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def serial(subs) -> Path:
     out = subs.parent / "serial"
     run = grade(A1, subs, out, workers=1, echo=lambda line: None)

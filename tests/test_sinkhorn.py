@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnkit import VARIANTS, dense_attention, largest_intermediate
 from attnkit.sinkhorn import block_logits, sinkhorn, sinkhorn_normalise, sinkhorn_reference
-from strategies import fresh_qkv
+from strategies import Shape, fresh_qkv, make_qkv, seeds
 
 CASES = [
     {"block": 8},
@@ -220,3 +222,19 @@ def test_registry_entry():
     variant = VARIANTS["sinkhorn"]
     assert variant.family == "content-based" and variant.reference is sinkhorn_reference
     assert variant.example_kwargs == {"block": 8}
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, N=st.integers(1, 40), block=st.integers(1, 9), causal=st.booleans(),
+       iters=st.integers(0, 10), temperature=st.floats(0.2, 2.0), data=st.data())
+def test_random_settings_and_random_hard_permutations(seed, N, block, causal, iters, temperature, data):
+    """Any N, block, causal flag and Sinkhorn settings: the block path equals its dense form; and a
+    random hard permutation (as -inf logits) gives dense attention under the loop-built block mask."""
+    nb = -(-N // block)
+    q, k, v = make_qkv(Shape(1, 2, N, N, 3, 2), seed)
+    kw = dict(block=block, causal=causal, iters=iters, temperature=temperature)
+    torch.testing.assert_close(sinkhorn(q, k, v, **kw), sinkhorn_reference(q, k, v, **kw), atol=1e-10, rtol=1e-8)
+    perm = data.draw(st.permutations(range(nb)))
+    out = sinkhorn(q, k, v, block=block, causal=causal, logits=_perm_logits(perm, B=1, H=2))
+    expected = dense_attention(q, k, v, mask=_block_mask(N, block, perm, causal))
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-8)

@@ -370,10 +370,13 @@ def plot_bench(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Pa
             pts = [(r["N"], r[col]) for r in rows if r["variant"] == name and r[col] > 0]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)
-        dense = [(n, statistics.median(vals)) for n in ns
-                 if (vals := [r[dense_col] for r in rows if r["N"] == n and r[dense_col] > 0])]
-        if dense:
-            ax.plot(*zip(*dense), "k--", marker="s", lw=2, label=f"dense baseline ({label})")
+        for is_mixer, color, text in ((False, "k", f"dense baseline ({label})"),
+                                      (True, "0.45", "dense attention layer (baseline of the mixers)")):
+            dense = [(n, statistics.median(vals)) for n in ns
+                     if (vals := [r[dense_col] for r in rows if r["N"] == n and r[dense_col] > 0
+                                  and (r["variant"] not in VARIANTS) == is_mixer])]
+            if dense:
+                ax.plot(*zip(*dense), "--", color=color, marker="s", lw=2, label=text)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))

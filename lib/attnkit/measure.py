@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 __all__ = [
     "count_flops", "TensorRecord", "largest_intermediate", "peak_memory",
@@ -29,9 +29,20 @@ __all__ = [
 ]
 
 
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the CPU's fused attention kernel: the same two matmuls as any SDPA. (The counter
+    passes the tensors' shapes.)"""
+    return sdpa_flop_count(*(getattr(x, "shape", x) for x in (query, key, value)))
+
+
+# Fused kernels torch's counter has no formula for (it would count them as 0 FLOPs): on the CPU,
+# scaled_dot_product_attention runs ``_scaled_dot_product_flash_attention_for_cpu``.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     """Total FLOPs of ``fn(*args, **kwargs)`` (a multiply-add is 2 FLOPs)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
 
