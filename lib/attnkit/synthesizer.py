@@ -79,7 +79,9 @@ class _Synthesizer(nn.Module):
         return N
 
     def logits(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The synthesised logits, ``(H, N, N)`` or ``(B, H, N, N)``: what each subclass defines
+        (from each token alone, a learned table, or a product of two thin tables)."""
+        raise NotImplementedError(f"{type(self).__name__} must define logits(x)")
 
     def masked_logits(self, x: Tensor) -> Tensor:
         """:meth:`logits`, with -inf on the future tokens (j > i) when the module is causal."""
