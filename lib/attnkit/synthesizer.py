@@ -27,6 +27,7 @@ Paper: Tay et al. 2021, Synthesizer: Rethinking Self-Attention in Transformer Mo
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -55,7 +56,7 @@ def synthesizer(v: Tensor, *, logits: Tensor) -> Tensor:
     return weights @ v  # (B, H, N, M) @ (B, H, M, Dv) -> (B, H, N, Dv)
 
 
-class _Synthesizer(nn.Module):
+class _Synthesizer(nn.Module, abc.ABC):
     """What every Synthesizer shares: value and output projections, the causal mask, the mix.
 
     Subclasses define :meth:`logits` ``x (B, N, C) -> (H, N, N) or (B, H, N, N)``.
@@ -78,10 +79,10 @@ class _Synthesizer(nn.Module):
                              f"got N={N}")
         return N
 
+    @abc.abstractmethod
     def logits(self, x: Tensor) -> Tensor:
         """The synthesised logits, ``(H, N, N)`` or ``(B, H, N, N)``: what each subclass defines
         (from each token alone, a learned table, or a product of two thin tables)."""
-        raise NotImplementedError(f"{type(self).__name__} must define logits(x)")
 
     def masked_logits(self, x: Tensor) -> Tensor:
         """:meth:`logits`, with -inf on the future tokens (j > i) when the module is causal."""
