@@ -16,12 +16,22 @@ Transformer), ``sinkhorn`` (Sparse Sinkhorn attention), and
 MLP-Mixer). ``attnkit.guard`` is grading machinery: only a grading
 kernel imports it. Nothing here imports the grading pipeline.
 """
-from . import grading, masks, measure, plot
-from .dense import dense_attention, softmax
+import os as _os
+
+import torch as _torch
+
+if not _torch.cuda.is_available():
+    # Without a GPU, Triton kernels run under Triton's interpreter. Triton reads TRITON_INTERPRET
+    # when it decorates a function, its own library included, and the modules below import
+    # torch._dynamo, which imports triton: so switch it on first (attnkit.notebook.triton_device).
+    _os.environ["TRITON_INTERPRET"] = "1"
+
+from . import grading, masks, measure, plot  # noqa: E402
+from .dense import dense_attention, softmax  # noqa: E402
 from .masks import and_masks, causal, causal_mask, full, materialize, or_masks
-from .measure import compare_speed, count_flops, largest_intermediate, peak_memory
-from .modules import MultiHeadAttention, merge_heads, split_heads
-from .registry import MIXERS, VARIANTS, Mixer, Variant, register, register_mixer
+from .measure import compare_speed, count_flops, largest_intermediate, peak_memory  # noqa: E402
+from .modules import MultiHeadAttention, merge_heads, split_heads  # noqa: E402
+from .registry import MIXERS, VARIANTS, Mixer, Variant, register, register_mixer  # noqa: E402
 
 register(
     "dense", dense_attention, family="dense",

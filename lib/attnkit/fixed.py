@@ -24,6 +24,7 @@ Longformer (arXiv:2004.05150); Zaheer et al. (2020), BigBird (arXiv:2007.14062).
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 
 import torch
@@ -125,6 +126,16 @@ def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int 
     return layout_mask(layout.to(device), block)
 
 
+def _local_path() -> str:
+    """Which GPU kernel :func:`local` uses: ``"flex"`` (FlexAttention, the default) or ``"triton"``
+    (:mod:`attnkit.triton_window`, forward only), from ``ATTNKIT_LOCAL_PATH``. The Triton kernel
+    becomes the default only where ``make gpu-check`` measures it faster than FlexAttention."""
+    path = os.environ.get("ATTNKIT_LOCAL_PATH", "flex")
+    if path not in ("flex", "triton"):
+        raise ValueError(f"ATTNKIT_LOCAL_PATH must be 'flex' or 'triton', got {path!r}")
+    return path
+
+
 def _check(name: str, **values: int) -> None:
     """Hyperparameters must be integers >= 1 (stride, dilation, block) or >= 0 (the rest)."""
     for key, value in values.items():
@@ -147,6 +158,10 @@ def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
     Paper: Child et al. 2019 (local attention); Beltagy et al. 2020 (sliding window).
     """
     _check("local", window=window)
+    if q.is_cuda and _local_path() == "triton" and not any(x.requires_grad for x in (q, k, v)):
+        from .triton_window import window_attention as triton_window  # forward only
+
+        return triton_window(q, k, v, window=window, causal=causal, scale=scale)
     return flex.dispatch(
         q, k, v, lambda: window_attention(q, k, v, window=window, causal=causal,
                                           scale=default_scale(q, scale))[0],

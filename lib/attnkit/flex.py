@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend", "flex_biased",
-           "dispatch", "clear_cache"]
+           "dispatch", "clear_cache", "blocks_visited"]
 
 RECOMPILE_LIMIT = 64
 _CACHE_SIZE = 32
@@ -99,6 +99,20 @@ def block_mask(key: Hashable, mask_mod, B: int, H: int, N: int, M: int, device,
     if len(_block_masks) > _CACHE_SIZE:
         _block_masks.popitem(last=False)
     return mask
+
+
+def blocks_visited(block_mask) -> Tensor:
+    """KV blocks each query block visits under a FlexAttention ``BlockMask``: ``(B, H, nq)`` long.
+
+    A ``BlockMask`` stores, per query block, the partial blocks (``kv_num_blocks``: mask_mod
+    evaluated) and the full ones (``full_kv_num_blocks``: no mask evaluation, may be None). Their
+    sum is the work FlexAttention does for that query block, whatever the device: the
+    deterministic work check of a sparse pattern.
+    """
+    visited = block_mask.kv_num_blocks.long()
+    if block_mask.full_kv_num_blocks is not None:
+        visited = visited + block_mask.full_kv_num_blocks.long()
+    return visited
 
 
 def flex_attend(q: Tensor, k: Tensor, v: Tensor, *, key: Hashable | None, mask_mod, score_mod=None,

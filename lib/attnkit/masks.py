@@ -36,7 +36,7 @@ ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 __all__ = [
     "MaskMod", "ScoreMod", "full", "causal", "and_masks", "or_masks", "not_mask",
     "materialize", "materialize_scores", "causal_mask", "density", "window_mask", "global_mask",
-    "layout_mask",
+    "layout_mask", "EMPTY", "PARTIAL", "FULL", "tile_grid",
 ]
 
 
@@ -121,6 +121,40 @@ def materialize_scores(score_mod: ScoreMod, scores: Tensor) -> Tensor:
 def causal_mask(N: int, M: int | None = None, *, device=None) -> Tensor:
     """``(N, M)`` boolean lower-triangular mask: True where key j <= query i."""
     return materialize(causal, N, M, device=device)
+
+
+EMPTY, PARTIAL, FULL = 0, 1, 2
+"""Tile kinds of :func:`tile_grid`: skipped, evaluated under the mask, evaluated without it."""
+
+
+def tile_grid(mask: Tensor, block_m: int, block_n: int | None = None) -> Tensor:
+    """Classify the ``block_m × block_n`` tiles of an ``(N, M)`` boolean mask: what a tiled kernel
+    (FlashAttention, FlexAttention, the Triton window kernel) does with each.
+
+        grid[a, b] = EMPTY    no True entry in tile (a, b): the kernel skips it
+                     PARTIAL  some True entries: computed, then masked entry by entry
+                     FULL     every in-range entry True: computed without a mask
+
+    Returns a ``(ceil(N / block_m), ceil(M / block_n))`` long tensor. Ragged last tiles count only
+    their in-range entries (the kernel masks the padding anyway).
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"tile_grid needs an (N, M) mask, got shape {tuple(mask.shape)}")
+    block_n = block_m if block_n is None else block_n
+    if block_m < 1 or block_n < 1:
+        raise ValueError(f"tile sizes must be >= 1, got {block_m} x {block_n}")
+    N, M = mask.shape
+    nq, nk = -(-N // block_m), -(-M // block_n)
+    padded = mask.new_zeros(nq * block_m, nk * block_n, dtype=torch.int64)
+    padded[:N, :M] = mask.to(torch.int64)
+    inside = torch.zeros_like(padded)
+    inside[:N, :M] = 1
+    tiles = lambda x: x.view(nq, block_m, nk, block_n).sum(dim=(1, 3))  # (nq, nk) sums per tile
+    allowed, size = tiles(padded), tiles(inside)
+    grid = torch.full_like(allowed, PARTIAL)
+    grid[allowed == 0] = EMPTY
+    grid[allowed == size] = FULL
+    return grid
 
 
 def density(mask: Tensor) -> float:

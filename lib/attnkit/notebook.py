@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-__all__ = ["setup", "threads", "one_thread", "FIGURE_STYLE"]
+__all__ = ["setup", "threads", "one_thread", "triton_device", "FIGURE_STYLE"]
 
 FIGURE_STYLE = {"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3}
 """matplotlib rcParams every chapter uses: moderate resolution, a light grid."""
@@ -73,3 +73,26 @@ def one_thread():
     wake-ups add a floor of milliseconds to every call and hide the curves being measured.
     """
     return threads(1)
+
+
+def triton_device() -> str:
+    """Where Triton kernels run: ``"cuda"`` on a GPU, otherwise ``"cpu"`` under Triton's interpreter.
+
+    Call it before ``import triton`` (at least before the first ``@triton.jit``): Triton reads
+    ``TRITON_INTERPRET`` when it decorates a kernel. Without a GPU this sets
+    ``TRITON_INTERPRET=1``, so every kernel runs on CPU tensors, one program instance after the
+    other through NumPy: the same code, the same masks and bounds, only slow (keep sizes small).
+    """
+    import os
+    import sys
+
+    if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return "cuda"
+    os.environ["TRITON_INTERPRET"] = "1"
+    language = sys.modules.get("triton.language")
+    if language is not None and type(language.zeros).__name__ != "InterpretedFunction":
+        raise RuntimeError(
+            "Triton was imported before its interpreter was switched on, so its kernels cannot run "
+            "on the CPU. Restart the kernel and call triton_device() (or import attnkit) before "
+            "importing triton or torch._dynamo.")
+    return "cpu"
