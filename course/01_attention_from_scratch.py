@@ -807,13 +807,15 @@ print(f"one core of this CPU, extrapolated from N = {rows[-1][0]} along N²: "
 # |---|---|---|
 # | 2 | Fixed sparse patterns: use prior knowledge of which pairs matter | local/sliding window, strided, global tokens, Longformer, BigBird; FlexAttention on the GPU |
 # | 3 | Memory and recurrence: carry a summary across segments | Transformer-XL |
+# | 4 | Content-based sparsity: let the queries and keys choose whom to meet | Reformer (LSH), Routing Transformer, Sparse Sinkhorn |
 # | 5 | Low rank: a few representative keys and values | Linformer, compressed attention |
-# | 6 | Kernels: reorder the three matrix products | linear attention, Performer |
+# | 6 | Kernels: reorder the three matrix products | linear attention, Performer, Random Feature Attention |
+# | 7 | Beyond attention: mix tokens without query–key scores | Synthesizer, FNet, gMLP, MLP-Mixer |
 # | 8 | Learnable windows: let the model choose how far to look | a differentiable bell-curve window |
+# | 9 | Attention on the GPU: move fewer bytes, skip empty tiles | online softmax, FlashAttention tiling, FlexAttention, a Triton window kernel |
 #
-# The gaps in the numbering are chapters still to be written: content-based sparsity (Reformer,
-# Routing Transformer, Sinkhorn), token mixing without query–key scores (Synthesizer, FNet),
-# GPU kernels, and a long-range benchmark.
+# One chapter is still to be written: a long-range benchmark that trains every variant on the
+# same tasks.
 #
 # Every chapter uses the tools of this one: `attnkit.dense_attention` as the reference to check
 # against, mask functions to describe patterns, `MultiHeadAttention` to host the variant, and

@@ -7,6 +7,9 @@
 - Chapter 8: the normalised bell curve's window sum, and with it the global tokens' share, obeys
   the bound the chapter states only for σ >= 1/√(2π); below, the sum exceeds 1 by the amounts
   quoted. The F1 gap between bell-curve and plain-window rows is the range quoted.
+- Chapter 9: the limits of the arithmetic intensity in its three byte models, the floors and
+  efficiencies it quotes for the H100, and its formulas for the key tiles a sliding-window query
+  block visits and for the full ones, against ``masks.tile_grid`` of the materialised mask.
 """
 from __future__ import annotations
 
@@ -209,3 +212,103 @@ def test_chapter8_f1_gap_range():
     low, high = min(without) - max(with_curve), max(without) - min(with_curve)
     assert (round(low, 1), round(high, 1)) == (12.8, 20.5)
     assert " ".join(text.split()).count(f"{low:.1f} to {high:.1f} F1 points") == 2
+
+
+# ---------------------------------------------------------------- chapter 9: rooflines and tiles
+# Chapter 9 states the arithmetic intensity of attention in three byte models, quotes floors and
+# efficiencies computed from the H100's data sheet and earlier H100 timings, and gives formulas for
+# the key tiles a sliding-window query block visits and for the ones that are full.
+
+CH9 = ROOT / "course" / "09_attention_on_the_gpu.py"
+H100_FLOPS, H100_BYTES_PER_S = 989e12, 3.35e12  # dense bf16, HBM3 (data sheet)
+
+
+def ch9_text() -> str:
+    return " ".join(markdown(CH9).split())
+
+
+def attention_bytes(N: int, D: int, s: int, kind: str, block_m: int = 128) -> int:
+    """Bytes per head as chapter 9 counts them: naive, streamed K/V, ideal fused."""
+    return s * {"naive": 4 * N * N + 4 * N * D,
+                "stream": 2 * N * D + 2 * N * D * math.ceil(N / block_m),
+                "fused": 4 * N * D}[kind]
+
+
+@pytest.mark.parametrize("D, s, block_m", [(64, 2, 128), (128, 2, 64), (64, 4, 128)])
+def test_chapter9_intensity_limits(D, s, block_m):
+    """I_naive -> D/s, I_stream -> 2·B_m/s for large N, and I_fused = N/s exactly."""
+    N = 2**20
+    flops = 4 * N * N * D
+    assert flops / attention_bytes(N, D, s, "naive") == pytest.approx(D / s, rel=1e-3)
+    assert flops / attention_bytes(N, D, s, "stream", block_m) == pytest.approx(2 * block_m / s, rel=1e-3)
+    assert flops / attention_bytes(N, D, s, "fused") == N / s
+
+
+def test_chapter9_quotes_the_computed_floors():
+    text = ch9_text()
+    H, D, s = 16, 64, 2
+    floor_ms = lambda flops, nbytes: 1e3 * max(flops / H100_FLOPS, nbytes / H100_BYTES_PER_S)
+    flops = {N: 4 * H * N * N * D for N in (4096, 16384, 65536)}
+    naive = {N: H * attention_bytes(N, D, s, "naive") for N in flops}
+    # "At N = 16384 on an H100 the floor is about 10 ms, of which the arithmetic would need about 1.1 ms"
+    assert round(floor_ms(flops[16384], naive[16384])) == 10 and "floor is about 10 ms" in text
+    assert round(1e3 * flops[16384] / H100_FLOPS, 1) == 1.1 and "need about 1.1 ms" in text
+    # naive measured 1.60 ms (4K) and 19.6 ms (16K): "two to two and a half times the memory floor"
+    ratios = [1.60 / floor_ms(flops[4096], naive[4096]), 19.6 / floor_ms(flops[16384], naive[16384])]
+    assert 1.9 <= min(ratios) and max(ratios) <= 2.5, ratios
+    assert "two to two and a half times the memory floor" in text
+    # one bf16 score tensor over 16 heads at 64K: 137 GB
+    assert round(s * H * 65536**2 / 1e9) == 137 and "is 137 GB" in text
+    # SDPA 0.152 / 2.32 / 36.8 ms: "46% to 48% of the data-sheet peak"
+    eff = [1e3 * flops[N] / H100_FLOPS / ms for N, ms in ((4096, 0.152), (16384, 2.32), (65536, 36.8))]
+    assert (round(100 * min(eff)), round(100 * max(eff))) == (46, 48) and "46% to 48%" in text
+    # ridge points "around 200 to 300 FLOPs per byte"
+    ridges = [989 / 3.35, 989 / 4.8, 790 / 4.3]
+    assert all(180 <= r <= 300 for r in ridges) and "around 200 to 300" in text
+    # the ±256 window at 16K: 34.4 GFLOP; Flex's 0.164 ms is "about a quarter" of its floor at 790
+    window_flops = 4 * H * 16384 * 513 * D
+    assert round(window_flops / 1e9, 1) == 34.4
+    assert 0.2 <= window_flops / 790e12 / 0.164e-3 <= 0.3 and "about a quarter" in text
+
+
+def window_tiles_by_formula(N: int, w: int, bm: int, bn: int) -> torch.Tensor:
+    """Chapter 9, section 3: key tiles floor(max(0, m0-w)/Bn) .. floor(min(N-1, m0+Bm-1+w)/Bn);
+    tile [n0, n1] full when max(m1 - n0, n1 - m0) <= w (m1, n1 the last real row and key)."""
+    from attnkit import masks
+
+    nq, nk = math.ceil(N / bm), math.ceil(N / bn)
+    kinds = torch.full((nq, nk), masks.EMPTY, dtype=torch.long)
+    for a in range(nq):
+        m0, m1 = a * bm, min(N, (a + 1) * bm) - 1
+        for b in range(max(0, m0 - w) // bn, min(N - 1, m0 + bm - 1 + w) // bn + 1):
+            n0, n1 = b * bn, min(N, (b + 1) * bn) - 1
+            kinds[a, b] = masks.FULL if max(m1 - n0, n1 - m0) <= w else masks.PARTIAL
+    return kinds
+
+
+@pytest.mark.parametrize("N, w, bm, bn", [(256, 40, 32, 32), (200, 24, 16, 16), (1000, 70, 64, 32),
+                                          (300, 0, 32, 16), (130, 200, 32, 64), (4096, 256, 128, 128)])
+def test_chapter9_window_tile_formulas_match_the_mask(N, w, bm, bn):
+    from attnkit import fixed, masks
+
+    grid = masks.tile_grid(masks.materialize(fixed.local_mask(w), N), bm, bn)
+    assert torch.equal(window_tiles_by_formula(N, w, bm, bn), grid)
+
+
+def test_chapter9_window_tile_statements():
+    """w = 256, N = 4096, 128×128 tiles: five tiles per row, three of them full, ~80% of pairs used;
+    tile-count bounds of a 128×64 kernel against dense: about 26× at 16K and 103× at 64K."""
+    from attnkit import masks
+    from attnkit.triton_window import tile_counts
+
+    text = ch9_text()
+    grid = window_tiles_by_formula(4096, 256, 128, 128)
+    middle = grid[2:-2]
+    assert ((middle != masks.EMPTY).sum(1) == 5).all() and ((middle == masks.FULL).sum(1) == 3).all()
+    visible = 4096 * 513 - 256 * 257  # pairs |i - j| <= 256 inside [0, 4096)
+    used = visible / (int((grid != masks.EMPTY).sum()) * 128 * 128)
+    assert 0.78 <= used <= 0.82 and "five tiles per query block out of 32" in text
+    bounds = {N: math.ceil(N / 128) * math.ceil(N / 64) / int(tile_counts(N, block_m=128, block_n=64, window=256).sum())
+              for N in (16384, 65536)}
+    assert (round(bounds[16384]), round(bounds[65536])) == (26, 103)
+    assert "About 26× at 16K and 103× at 64K" in text
