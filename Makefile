@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 LAB_ARGS ?=
 BENCH_ARGS ?=
+GPU_CHECK_ARGS ?=
 
-.PHONY: help venv demo test test-fast lab book notebooks release bench clean
+.PHONY: help venv demo test test-fast lab book notebooks release bench gpu-check clean
 
 help:
 	@echo "make demo      release the assignments, autograde the sample submissions, write build/demo/"
@@ -17,6 +18,7 @@ help:
 	@echo "make book      execute the course notebooks and render them to build/book/*.html"
 	@echo "make notebooks rebuild course/*.ipynb and assignments/ from their py:percent sources"
 	@echo "make bench     time every attention variant against dense attention, write build/bench/"
+	@echo "make gpu-check on a GPU machine: CUDA tests, GPU benchmark, grading --gpu; build/gpu-check/"
 
 # Debian packages the autograder uses: bubblewrap (the grading sandbox) and PostgreSQL (the
 # gradebook on a server; its tests start one on loopback). Installed with apt-get when missing
@@ -63,6 +65,15 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/attnkit bench --out build/bench $(BENCH_ARGS)
+
+# On a GPU machine (docs/benchmarks.md, "GPU check"): the machine's own $(PYTHON), which must hold
+# torch, runs the kit from the repository (PYTHONPATH). No .venv and no pip install of the kit: its
+# torch pin would pull a second PyTorch. Exit 3 (make reports "Error 3"): no CUDA GPU.
+gpu-check:
+	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "gpu-check: $(PYTHON) has no torch: nothing to check" \
+	  "(make gpu-check PYTHON=/path/to/python3-with-torch)"; exit 3; }
+	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m autograder.cli gpu-check \
+	  --out build/gpu-check $(GPU_CHECK_ARGS)
 
 notebooks release: $(STAMP)
 	$(BIN)/attnkit build

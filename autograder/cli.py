@@ -5,8 +5,9 @@
     attnkit grade ASSIGNMENT SUBMISSIONS --out DIR [--db URL] [--timeout S] [--force]
                                           [--workers N | --scheduler ADDRESS] [--show-hidden]
                                           [--unsafe] [--memory GIB] [--cpu-time S]
-                                          [--notebook-timeout S]
-    attnkit demo [--out build/demo]       release all, grade autograder/samples/*, one report
+                                          [--notebook-timeout S] [--gpu]
+    attnkit demo [--out build/demo] [--gpu]  release all, grade autograder/samples/*, one report
+    attnkit gpu-check [--out build/gpu-check]  CUDA tests, GPU benchmark, grading with --gpu
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
 
@@ -22,7 +23,11 @@ Dask cluster (``autograder/dispatch.py``). A progress bar with the count of grad
 flagged students shows on a terminal; piped output gets one plain line per student instead.
 Student code runs in a bubblewrap sandbox (``autograder/sandbox.py``: no network, no view of
 the solutions or the gradebook, ``--memory`` / ``--cpu-time`` / ``--notebook-timeout`` limits);
-where it cannot start, grading refuses unless ``--unsafe`` is given.
+where it cannot start, grading refuses unless ``--unsafe`` is given. ``--gpu`` binds the GPU
+devices into the sandbox (``c.SandboxKernelManager.gpu`` in the course's nbgrader config).
+
+``attnkit gpu-check`` (``autograder/gpu_check.py``) needs only torch: it runs on a bare GPU
+machine with ``PYTHONPATH=lib:.`` and exits 3 where there is no CUDA GPU.
 """
 from __future__ import annotations
 
@@ -68,7 +73,7 @@ def cmd_grade(args) -> int:
     run = grade(args.assignment, Path(args.submissions), out, source=args.source,
                 db_url=args.db, timeout=args.timeout, force=args.force, workers=args.workers,
                 scheduler=args.scheduler, show_hidden=args.show_hidden, progress=Progress(),
-                unsafe=args.unsafe, limits=limit_overrides(args))
+                unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu)
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
@@ -95,7 +100,7 @@ def cmd_demo(args) -> int:
         print(f"grading the samples of {name}")
         run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
                     workers=args.workers, show_hidden=args.show_hidden, progress=Progress(),
-                    unsafe=args.unsafe, limits=limit_overrides(args))
+                    unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu)
         print(format_table(run) + "\n")
         runs.append(run)
         rows += read_csv(run.out / "grades.csv")
@@ -105,6 +110,13 @@ def cmd_demo(args) -> int:
     write_csv(out / "grades.csv", GRADE_COLUMNS, rows)
     print(f"wrote {out / 'grades.csv'} and {write_index(out, runs)}")
     return 0
+
+
+def cmd_gpu_check(args) -> int:
+    from .gpu_check import gpu_check
+
+    return gpu_check(out=Path(args.out), ns=args.n, variants=args.variants, skip=args.skip or (),
+                     wheels=args.wheels and Path(args.wheels), grade_unsafe=args.grade_unsafe, budget=args.budget)
 
 
 def cmd_samples(args) -> int:
@@ -151,13 +163,23 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="wall-clock seconds per notebook, restarts included "
                         f"(default: {CELLS_PER_NOTEBOOK} cells' worth, at least "
                         f"{DEFAULT_LIMITS.notebook_timeout})")
+    p.add_argument("--gpu", action="store_true",
+                   help="bind the GPU devices (/dev/nvidia*) into the sandbox; lifts the address-space "
+                        "limit unless --memory is given (CUDA reserves far more than it uses)")
 
 
 def limit_overrides(args) -> dict:
-    """The limit flags given, as ``limits.Limits`` fields overriding the assignment's limits."""
+    """The limit flags given, as ``limits.Limits`` fields overriding the assignment's limits.
+
+    With ``--gpu`` and no ``--memory`` the address space is not limited (``memory=None``): CUDA
+    maps tens of GiB of virtual memory at initialisation and fails under a 4 GiB RLIMIT_AS.
+    """
     given = {"memory": None if args.memory is None else int(args.memory * GiB),
              "cpu_time": args.cpu_time, "notebook_timeout": args.notebook_timeout}
-    return {k: v for k, v in given.items() if v is not None}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if getattr(args, "gpu", False) and args.memory is None:
+        overrides["memory"] = None
+    return overrides
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,14 +229,30 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     b.set_defaults(fn=cmd_book)
 
+    gc = sub.add_parser("gpu-check", help="on a GPU machine: CUDA tests, GPU benchmark, grading with --gpu")
+    gc.add_argument("--out", default="build/gpu-check")
+    gc.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 4096 16384 65536)")
+    gc.add_argument("--variants", nargs="+", help="benchmark cases (default: all; sdpa always runs)")
+    gc.add_argument("--skip", nargs="+", choices=["tests", "bench", "grade"], help="steps to leave out")
+    gc.add_argument("--wheels", metavar="DIR",
+                    help="wheelhouse to install missing optional packages from with pip --no-index "
+                         "(default build/wheels, used when it exists)")
+    gc.add_argument("--grade-unsafe", action="store_true",
+                    help="grade the kit's own samples without the sandbox where bubblewrap is missing")
+    gc.add_argument("--budget", type=float, default=450,
+                    help="seconds for the tests and the benchmark; later cases are skipped (default 450)")
+    gc.set_defaults(fn=cmd_gpu_check)
+
     library.add_commands(sub)
     return p
 
 
 def _expected_errors() -> library.Errors:
     """Errors reported as one line (anything else keeps its traceback: it is a bug)."""
-    from .release import PipelineError
-
+    try:
+        from .release import PipelineError
+    except ImportError:  # a bare GPU machine without nbgrader: gpu-check still reports its errors
+        return (FileNotFoundError,)
     return FileNotFoundError, PipelineError
 
 

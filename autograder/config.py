@@ -67,16 +67,18 @@ c.SandboxKernelManager.memory = {memory!r}  # address space, bytes
 c.SandboxKernelManager.cpu_time = {cpu_time!r}  # CPU seconds per kernel
 c.SandboxKernelManager.file_size = {file_size!r}  # largest file written, bytes
 c.SandboxKernelManager.processes = {processes!r}  # processes + threads
+c.SandboxKernelManager.gpu = {gpu!r}  # bind /dev/nvidia* into the sandbox (attnkit grade --gpu)
 '''
 
 
 def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
                 course_id: str = COURSE_ID, unsafe: bool = False,
-                limits: Limits | None = None) -> str:
+                limits: Limits | None = None, gpu: bool = False) -> str:
     """The contents of ``nbgrader_config.py`` for a course directory at ``root``.
 
     ``limits`` (default ``Limits.for_cell_timeout(timeout)``) bound the sandboxed kernel;
-    ``unsafe`` runs the plain kernel instead (no isolation).
+    ``unsafe`` runs the plain kernel instead (no isolation); ``gpu`` lets the sandboxed kernel
+    see the GPU.
     """
     limits = limits or Limits.for_cell_timeout(timeout)
     manager = ("jupyter_client.manager.AsyncKernelManager" if unsafe
@@ -86,7 +88,7 @@ def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
                             kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern,
                             kernel_manager=manager, notebook_timeout=limits.notebook_timeout,
                             memory=limits.memory, cpu_time=limits.cpu_time,
-                            file_size=limits.file_size, processes=limits.processes)
+                            file_size=limits.file_size, processes=limits.processes, gpu=bool(gpu))
 
 
 def write_config(root: Path, **kwargs) -> Path:

@@ -120,7 +120,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
           db_url: str | None = None, timeout: int | None = None, force: bool = False,
           jobs: int | None = None, show_hidden: bool = False, echo=print,
           workers: int = 1, scheduler: str | None = None, progress=None,
-          unsafe: bool = False, limits: Limits | dict | None = None) -> GradeRun:
+          unsafe: bool = False, limits: Limits | dict | None = None, gpu: bool = False) -> GradeRun:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
     ``workers`` > 1 autogrades that many students at once, each in its own process and staging
@@ -131,6 +131,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     Kernels run in the sandbox (``sandbox.py``) within ``limits`` (a ``limits.Limits``, or a
     dict of fields overriding ``Limits.for_cell_timeout(timeout)``); where the sandbox cannot
     start this raises ``PipelineError``, unless ``unsafe`` (plain kernels, a loud warning).
+    ``gpu`` binds the GPU devices into the sandbox (``attnkit grade --gpu``).
     """
     workers = max(1, int(jobs or workers))
     begin = time.perf_counter()
@@ -146,7 +147,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one grading run per output folder at a time
         course = _stage(assignment, source, out, db_url or f"sqlite:///{out / 'gradebook.db'}",
-                        timeout=timeout, limits=limits, unsafe=unsafe, show_hidden=show_hidden)
+                        timeout=timeout, limits=limits, unsafe=unsafe, show_hidden=show_hidden, gpu=gpu)
         state = _State(out / "state.json", course.settings)
         subs = collect(Path(submissions), assignment, out / "incoming")
         run = GradeRun(assignment, out, course.parts)
@@ -179,18 +180,20 @@ def _check_sandbox(unsafe: bool, echo=print) -> None:
 
 
 def _stage(assignment: str, source: Path, out: Path, db_url: str, *, timeout: int,
-           limits: Limits, unsafe: bool, show_hidden: bool) -> _Course:
+           limits: Limits, unsafe: bool, show_hidden: bool, gpu: bool = False) -> _Course:
     """Stage the nbgrader course at ``out/course``: the source notebook and a config with this
     run's sandbox, limits and stderr pattern."""
     root = out / "course"
     nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
     pattern = spec_for(assignment).ignore_pattern()
     write_config(root, db_url=db_url, timeout=timeout, unsafe=unsafe, limits=limits,
-                 pattern=pattern)
+                 pattern=pattern, gpu=gpu)
     digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
     settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
                 "timeout": timeout, "db_url": db_url, "stderr_pattern": pattern,
                 "show_hidden": show_hidden, "sandbox": not unsafe, "limits": asdict(limits)}
+    if gpu:  # only when set: earlier runs' state.json stays valid for CPU grading
+        settings["gpu"] = True
     return _Course(assignment, out, db_url, grade_ids(nb), show_hidden, settings)
 
 

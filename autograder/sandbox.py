@@ -63,6 +63,8 @@ from traitlets import Bool, Integer, List, Unicode
 from .limits import DEFAULT_LIMITS, Limits
 
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
+# With ``gpu``, also these (the driver's library path and the visible devices).
+GPU_ENV = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "CUDA_HOME", "TRITON_LIBCUDA_PATH")
 # Variables of the grader's environment a kernel may keep (everything else is cleared).
 # PYTHONPATH entries are only seen where they point into the whitelist.
 PASS_ENV = ("PYTHONPATH", "PYTHONWARNINGS", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",
@@ -132,16 +134,17 @@ def bwrap_args(*, runtime: str, scratch: str, uid: int, limits: Limits, gpu: boo
     if gpu:  # untested here: no GPU on the development machine
         for dev in sorted(glob.glob("/dev/nvidia*")):
             args += ["--dev-bind", dev, dev]
-        if os.path.isdir("/proc/driver/nvidia"):
-            args += ["--ro-bind", "/proc/driver/nvidia", "/proc/driver/nvidia"]
+        for d in ("/proc/driver/nvidia", "/usr/local/nvidia", "/usr/local/cuda"):  # driver, toolkit
+            if os.path.isdir(d) and not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
+                args += ["--ro-bind", d, d]
     home = f"{runtime}/home"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
            "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8",
            "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.config/matplotlib",
            "XDG_CACHE_HOME": f"{home}/.cache", "TMPDIR": "/tmp"}
     env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
-    if gpu and "CUDA_VISIBLE_DEVICES" in os.environ:
-        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    if gpu:  # where the driver's libraries are and which GPU: CUDA cannot start without them
+        env.update({k: os.environ[k] for k in GPU_ENV if k in os.environ})
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", scratch]

@@ -151,3 +151,22 @@ def test_probe(monkeypatch):
     assert "bubblewrap (/nonexistent/bwrap) was not found" in sandbox.probe()
     monkeypatch.setenv("ATTNKIT_BWRAP", shutil.which("false"))
     assert sandbox.probe().startswith("the sandbox did not start (exit 1)")
+
+
+def test_gpu_binds_the_devices_and_keeps_the_driver_environment(monkeypatch, tmp_path):
+    """``attnkit grade --gpu``: the kernel keeps the driver's library path and the visible devices;
+    without ``gpu`` neither is passed (no GPU here: the argument list is what can be checked)."""
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: "/usr/bin/bwrap")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nvidia/lib64")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not for students")
+
+    def setenv(gpu: bool) -> dict[str, str]:
+        args = sandbox.bwrap_args(runtime=str(tmp_path), scratch=str(tmp_path), uid=12345,
+                                  limits=sandbox.DEFAULT_LIMITS, gpu=gpu)
+        return {args[i + 1]: args[i + 2] for i, a in enumerate(args) if a == "--setenv"}
+
+    with_gpu, without = setenv(True), setenv(False)
+    assert with_gpu["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and with_gpu["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "LD_LIBRARY_PATH" not in without and "CUDA_VISIBLE_DEVICES" not in without
+    assert "AWS_SECRET_ACCESS_KEY" not in with_gpu

@@ -30,6 +30,10 @@ benchmark; ``--variants`` alone leaves them out, ``--mixers NAME ...`` picks the
 
 Writes ``OUT/bench.csv`` (one row per variant × N, columns :data:`COLUMNS`) and
 ``OUT/bench.png`` (time and peak memory against N, log-log).
+
+:func:`run_gpu_bench` is the GPU benchmark of ``attnkit gpu-check`` (``autograder/gpu_check.py``):
+the cases of :func:`gpu_cases` against SDPA in bfloat16 at N = 4096, 16384, 65536, the first call
+(FlexAttention's compilation) apart from the median run time, each output checked first.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import functools
 import math
 import platform
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,7 +56,8 @@ from .modules import MultiHeadAttention
 from .registry import MIXERS, VARIANTS
 
 __all__ = ["BENCH_KWARGS", "BENCH_KWARGS_CUDA", "MIXER_BENCH_KWARGS", "COLUMNS", "bench_kwargs", "baseline",
-           "mixer_names", "run_bench", "write_csv", "plot_bench", "format_table", "bench"]
+           "mixer_names", "run_bench", "write_csv", "plot_bench", "format_table", "bench",
+           "GPU_COLUMNS", "GPU_NS", "GPU_TOLERANCE", "gpu_cases", "run_gpu_bench"]
 
 # Long-sequence settings (w = window, s = stride, g = global tokens, r = random blocks).
 BENCH_KWARGS: dict[str, dict[str, Any]] = {
@@ -295,12 +301,12 @@ def run_bench(*, device: str = "cpu", ns: Sequence[int] = (1024, 2048, 4096),
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> Path:
     """One row per variant × N; floats to 6 significant digits, NaN as ``nan``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:
             writer.writerow({c: f"{x:.6g}" if isinstance(x, float) else x for c, x in row.items()})
@@ -409,4 +415,132 @@ def bench(*, out: Path | str = "build/bench", log: Callable[[str], None] | None 
     title = (f"{_device_name(device)}, torch {torch.__version__}, {r0.get('dtype', '')}, "
              f"B={r0.get('B')}, H={r0.get('H')}, D={r0.get('D')}, median of {rounds} rounds")
     plot_bench(rows, out / "bench.png", title=title)
+    return rows
+
+
+# ---------------------------------------------------------------- the GPU benchmark (attnkit gpu-check)
+
+GPU_NS = (4096, 16384, 65536)
+GPU_WINDOW = 256
+GPU_COLUMNS = ["variant", "N", "device", "dtype", "B", "H", "D", "kwargs", "status", "first_call_s", "ms",
+               "sdpa_ms", "ratio", "rel_err", "note"]
+# ‖out - ref‖ / ‖ref‖ allowed at the smallest N, the reference in float32 on the same (rounded) inputs
+GPU_TOLERANCE = {"bfloat16": 5e-2, "float16": 2e-2, "float32": 1e-4}
+
+
+def _flex_window(q, k, v, *, window: int):
+    """FlexAttention's sliding window itself (``local`` may pick another kernel on CUDA)."""
+    from . import flex
+    from .fixed import local_mask
+
+    return flex.flex_attend(q, k, v, key=("local", window, False),
+                            mask_mod=local_mask(window, device=q.device))
+
+
+def _triton_window(q, k, v, *, window: int):
+    from .triton_window import window_attention  # imports triton: only when this case runs
+
+    return window_attention(q, k, v, window=window)
+
+
+def gpu_cases() -> dict[str, tuple[Callable, Callable, dict[str, Any]]]:
+    """What ``attnkit gpu-check`` times: label -> (fn, reference, kwargs), both called as
+    ``f(q, k, v, **kwargs)``. ``sdpa`` is the baseline; the others are registered variants with
+    their CUDA benchmark settings, the bell-curve window, and the Flex and Triton windows."""
+    from .fixed import local_reference
+
+    cases: dict[str, tuple[Callable, Callable, dict[str, Any]]] = {"sdpa": (_sdpa, _sdpa, {})}
+    for name in ("local", "longformer", "bigbird", "linformer", "performer"):
+        cases[name] = (VARIANTS[name].fn, VARIANTS[name].reference, bench_kwargs(name, "cuda"))
+    cases["bellcurve"] = (VARIANTS["bellcurve"].fn, VARIANTS["bellcurve"].reference,
+                          {"sigma": 64.0, "window": GPU_WINDOW})
+    cases["flex_window"] = (_flex_window, local_reference, {"window": GPU_WINDOW})
+    cases["triton_window"] = (_triton_window, local_reference, {"window": GPU_WINDOW})
+    return cases
+
+
+def _median_ms(call: Callable[[], Any], cuda: bool, rounds: int = 5) -> float:
+    """Median milliseconds of ``call()``, warm-up excluded (CUDA: events through do_bench)."""
+    if cuda:
+        from triton.testing import do_bench
+
+        return do_bench(call, warmup=25, rep=200, return_mode="median")
+    call()
+    return statistics.median(time_call(call) for _ in range(rounds)) * 1e3
+
+
+def _run_case(row: dict[str, Any], fn: Callable, reference: Callable, q, k, v, *, check: bool) -> None:
+    """Fill ``row``: the first call alone (compilation included), the check, the median time."""
+    sync = torch.cuda.synchronize if q.is_cuda else (lambda: None)
+    with torch.no_grad():
+        sync()
+        t0 = time.perf_counter()
+        out = fn(q, k, v)
+        sync()
+        row["first_call_s"] = time.perf_counter() - t0
+        if out.shape != v.shape:
+            raise ValueError(f"returned {tuple(out.shape)}, expected {tuple(v.shape)}")
+        if check:
+            ref = reference(q.float(), k.float(), v.float())
+            row["rel_err"] = ((out.float() - ref).norm() / ref.norm()).item()
+            tol = GPU_TOLERANCE[row["dtype"]]
+            if not row["rel_err"] <= tol:  # NaN fails too
+                raise ValueError(f"wrong output: relative error {row['rel_err']:.2e} > {tol:g}")
+            del ref
+        del out
+        row["ms"] = _median_ms(lambda: fn(q, k, v), q.is_cuda)
+
+
+def run_gpu_bench(*, device: str = "cuda", ns: Sequence[int] = GPU_NS, variants: Sequence[str] | None = None,
+                  dtype: str = "bfloat16", batch: int = 1, heads: int = 16, dim: int = 64,
+                  deadline: float | None = None, cases: dict | None = None,
+                  log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """Every case of :func:`gpu_cases` (or ``cases``) against SDPA at each N: rows of GPU_COLUMNS.
+
+    Per case and N: ``first_call_s``, the first call alone (FlexAttention compiles there); ``ms``,
+    the median of later calls; ``ratio`` = sdpa_ms / ms, SDPA timed in the same run. At the
+    smallest N each output is checked first against its reference in float32 (``rel_err``, at
+    most GPU_TOLERANCE[dtype]). A case that raises or is wrong gets status ``error`` and is not
+    run at larger N; past ``deadline`` (a ``time.monotonic()`` value) rows are ``skipped``.
+    ``device="cpu"`` runs the same code at small sizes (tests).
+    """
+    cases = gpu_cases() if cases is None else cases
+    names = ["sdpa"] + [n for n in (variants or cases) if n != "sdpa"]
+    unknown = [n for n in names if n not in cases]
+    if unknown:
+        raise ValueError(f"unknown GPU case(s) {unknown}; known: {', '.join(cases)}")
+    log = log or (lambda line: None)
+    broken: dict[str, str] = {}
+    rows = []
+    for N in sorted(ns):
+        q, k, v = _inputs(batch, heads, N, dim, getattr(torch, dtype), device)
+        sdpa_ms = NAN
+        for name in names:
+            fn, reference, kw = cases[name]
+            row = {"variant": name, "N": N, "device": device, "dtype": dtype, "B": batch, "H": heads, "D": dim,
+                   "kwargs": _format_kwargs(kw), "status": "ok", "first_call_s": NAN, "ms": NAN,
+                   "sdpa_ms": sdpa_ms, "ratio": NAN, "rel_err": NAN, "note": ""}
+            if name in broken:
+                row["status"], row["note"] = "skipped", broken[name]
+            elif deadline is not None and time.monotonic() > deadline:
+                row["status"], row["note"] = "skipped", "the time budget was spent"
+            else:
+                try:
+                    _run_case(row, functools.partial(fn, **kw), functools.partial(reference, **kw), q, k, v,
+                              check=N == min(ns))
+                except Exception as exc:  # reported, the run goes on
+                    row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    broken[name] = f"not run: it failed at N={N}"
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+            if name == "sdpa":
+                sdpa_ms = row["sdpa_ms"] = row["ms"]
+            row["ratio"] = sdpa_ms / row["ms"]  # NaN when either is missing
+            rows.append(row)
+            log(f"N={N:>6} {name:<14} " + (f"{row['status']}: {row['note']}" if row["note"] else
+                                            f"{row['ms']:9.3f} ms ({row['ratio']:6.2f}x SDPA), first call "
+                                            f"{row['first_call_s']:.1f} s"))
+        del q, k, v
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return rows
