@@ -150,6 +150,27 @@ RECIPES["a5_learnable_window"] = {
     },
 }
 
+_A6_ANSWERS = ["causal_mod", "local_mod", "dilated_mod", "strided_mod", "fixed_mod", "longformer_mod",
+               "bigbird_mod", "alibi_mod", "bell_mod", "softmax", "flash", "window"]
+
+RECIPES["a6_gpu_kernels"] = {
+    "full": {cell: "solution" for cell in _A6_ANSWERS},
+    "blank": {},
+    # The Sparse Transformer, BigBird, the score_mods and the softmax kernel right; the window is
+    # off by one, Longformer forgets its global columns, the online softmax does not rescale the
+    # accumulator, and the window kernel fakes its tile counter while it visits every tile.
+    "partial": {
+        **{cell: "solution" for cell in _A6_ANSWERS},
+        "local_mod": ("wrong", 1), "longformer_mod": ("wrong", 7), "flash": ("wrong", 20), "window": ("wrong", 29),
+    },
+    # The first answer cell raises on import; the parts that do not use causal_mod still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A6_ANSWERS},
+        "causal_mod": ("code", "from my_masks import lower_triangle  # a file that was not submitted\n\n"
+                               "def causal_mod(b, h, q_idx, kv_idx):\n    return lower_triangle(q_idx, kv_idx)\n"),
+    },
+}
+
 # Expected total scores (out of the assignment's maximum) for each sample.
 EXPECTED: dict[str, dict[str, float]] = {
     "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0,
@@ -158,6 +179,7 @@ EXPECTED: dict[str, dict[str, float]] = {
     "a3_low_rank_and_kernels": {"full": 15.0, "blank": 0.0, "partial": 7.0, "crash_early": 13.0},
     "a4_content_based": {"full": 16.0, "blank": 0.0, "partial": 7.0, "crash_early": 8.0},
     "a5_learnable_window": {"full": 12.0, "blank": 0.0, "partial": 6.0, "crash_early": 6.0},
+    "a6_gpu_kernels": {"full": 19.0, "blank": 0.0, "partial": 9.0, "crash_early": 16.0},
 }
 
 _SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",

@@ -80,6 +80,32 @@ def test_clock_cannot_be_patched(tmp_path):
     assert "time.perf_counter" in flags and "attnkit.measure.time" in flags and "__defaults__" in flags
 
 
+def test_compiled_flex_attention_runs_under_the_guard_and_student_processes_do_not(tmp_path):
+    """torch.compile (a6's FlexAttention checks) rewrites bytecode, compiles generated source and
+    runs g++ and this Python: allowed from its own frames, unflagged. A student starting the same
+    programs, or compiling under a library's name, is still refused."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell("import sys, subprocess, torch\n"
+              "from torch.nn.attention.flex_attention import flex_attention, create_block_mask\n"
+              "from attnkit.fixed import local_reference", "setup", points=0, locked=True),
+        _cell("def window(b, h, q_idx, kv_idx):\n    return (q_idx - kv_idx).abs() <= 3"),
+        _cell("q, k, v = torch.randn(3, 1, 1, 128, 16).unbind(0)\n"
+              "mask = create_block_mask(window, None, None, 128, 128, device='cpu')\n"
+              "out = torch.compile(flex_attention, dynamic=False)(q, k, v, block_mask=mask)\n"
+              "torch.testing.assert_close(out, local_reference(q, k, v, window=3), atol=1e-5, rtol=1e-5)",
+              "test_flex"),
+        _cell("for argv in (['g++', '--version'], [sys.executable, '-c', 'print(1)']):\n"
+              "    try:\n        subprocess.run(argv)\n    except Exception as e:\n        print('refused', type(e).__name__)"),
+    ]
+    nb, res = run_guarded(nb, tmp_path, timeout=240)
+    assert _score(nb)[1] == {"test_flex": True}, nb.cells[2].outputs
+    printed = "".join(o.get("text", "") for o in nb.cells[3].outputs)
+    assert printed.count("refused GuardError") == 2, nb.cells[3].outputs
+    flags = res["attnkit_flags"]
+    assert flags and all("starting a process" in f for f in flags), flags
+
+
 def test_grade_cell_without_completion_record_scores_zero(tmp_path):
     """finish fails a grade cell that shows no error but has no valid record (e.g. a forged one)."""
     nb = nbformat.v4.new_notebook()

@@ -83,14 +83,14 @@ def _sigma_grid(sigma, B: int, H: int, N: int, *, device=None) -> Tensor:
     return sigma.unsqueeze(1) if sigma.dim() == 2 else sigma
 
 
-@reference(graded_in=("a5",))
+@reference(graded_in=("a5", "a6"))
 def bell_log_curve(d: Tensor, sigma: Tensor, normalised: bool = False) -> Tensor:
     """log U for offsets d = i - j: -½ (d/σ)², minus log(σ·sqrt(2π)) when ``normalised``."""
     out = -0.5 * (d / sigma) ** 2
     return out - torch.log(sigma * SQRT_2PI) if normalised else out
 
 
-@reference(graded_in=("a5",))
+@reference(graded_in=("a5", "a6"))
 def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None,
                    global_tokens: int = 0, B: int = 1, H: int = 1, N: int = 1, device=None):
     """The bell-curve window as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``.
@@ -120,7 +120,7 @@ def bell_score_mod(sigma, *, normalised: bool = False, window: int | None = None
     return score_mod
 
 
-@reference(graded_in=("a5",))
+@reference(graded_in=("a5", "a6"))
 def bell_bias(N: int, sigma, *, normalised: bool = False, window: int | None = None,
               global_tokens: int = 0, B: int = 1, H: int = 1, dtype=torch.float64,
               device=None) -> Tensor:

@@ -50,19 +50,19 @@ __all__ = [
 # Factories of mask functions; hyperparameters are captured as 0-d tensors on ``device`` (the
 # GPU path passes the tensors' device) so FlexAttention compiles each pattern once.
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def local_mask(window: int, causal: bool = False, *, device=None) -> MaskMod:
     """Sliding window: |i - j| <= w (and j <= i when ``causal``)."""
     return window_mask(window, causal=causal, device=device)
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def dilated_mask(window: int, dilation: int, causal: bool = False, *, device=None) -> MaskMod:
     """Dilated window: |i - j| <= w·dilation and (i - j) % dilation == 0."""
     return window_mask(window, dilation=dilation, causal=causal, device=device)
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def strided_mask(stride: int, *, device=None) -> MaskMod:
     """Sparse Transformer strided: j <= i and (i - j < s or (i - j) % s == 0)."""
     s = torch.tensor(stride, device=device)
@@ -73,7 +73,7 @@ def strided_mask(stride: int, *, device=None) -> MaskMod:
     return mask_mod
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def fixed_mask(stride: int, summary: int = 1, *, device=None) -> MaskMod:
     """Sparse Transformer fixed: j <= i and (j // s == i // s or j % s >= s - summary)."""
     s, first_summary = torch.tensor(stride, device=device), torch.tensor(stride - summary, device=device)
@@ -95,7 +95,7 @@ def _global_index(global_tokens: Tensor | int, N: int, device=None) -> Tensor:
     return g
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1, *,
                     device=None) -> MaskMod:
     """Longformer: dilated window, or i global (sees all), or j global (seen by all)."""
@@ -103,7 +103,7 @@ def longformer_mask(window: int, global_tokens: Tensor | int, dilation: int = 1,
                     global_mask(global_tokens, device=device))
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, random_blocks: int,
                    seed: int) -> Tensor:
     """BigBird's block layout ``(nb, nb)``: window, global rows and columns, r random per row."""
@@ -118,7 +118,7 @@ def bigbird_layout(num_blocks: int, window_blocks: int, global_blocks: int, rand
     return layout
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def bigbird_mask(N: int, block: int, window_blocks: int = 1, global_blocks: int = 1,
                  random_blocks: int = 1, seed: int = 0, *, device=None) -> MaskMod:
     """BigBird: key j visible to query i when layout[i // block, j // block] (see bigbird_layout)."""
@@ -146,7 +146,7 @@ def _check(name: str, **values: int) -> None:
 
 # ---------------------------------------------------------------- attention functions
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
           scale: float | None = None) -> Tensor:
     """Sliding-window attention: query i sees keys |i - j| <= w (and j <= i if ``causal``).
@@ -292,7 +292,7 @@ def _dense_with(mask_mod: MaskMod, q: Tensor, k: Tensor, v: Tensor, scale) -> Te
     return dense_attention(q, k, v, mask=mask, scale=scale)
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def local_reference(q, k, v, *, window, causal=False, scale=None):
     """Dense attention with the materialised :func:`local_mask` (slow, obviously correct)."""
     return _dense_with(local_mask(window, causal), q, k, v, scale)

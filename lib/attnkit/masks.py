@@ -164,7 +164,7 @@ def density(mask: Tensor) -> float:
 
 # ---------------------------------------------------------------- shared patterns (0-d tensors)
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def window_mask(window: int, *, dilation: int = 1, causal: bool = False, device=None) -> MaskMod:
     """Sliding (dilated) window: |i - j| <= w·δ and (i - j) % δ == 0 (and j <= i when ``causal``).
 
@@ -181,7 +181,7 @@ def window_mask(window: int, *, dilation: int = 1, causal: bool = False, device=
     return mask_mod
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def global_mask(global_tokens: Tensor | int, *, device=None) -> MaskMod:
     """Global tokens: query i or key j is global (it sees every key and every query sees it).
 
@@ -209,7 +209,7 @@ def global_mask(global_tokens: Tensor | int, *, device=None) -> MaskMod:
     return mask_mod
 
 
-@reference(graded_in=("a2",))
+@reference(graded_in=("a2", "a6"))
 def layout_mask(layout: Tensor, block: int) -> MaskMod:
     """Block pattern from a boolean ``(nb, nb)`` table: key j visible to query i when
     ``layout[i // block, j // block]`` (indices past the table use its last row/column)."""

@@ -17,7 +17,10 @@ depth, layer by layer:
    changing ``__code__``/``__defaults__``/``__kwdefaults__`` of library functions and
    ``__class__`` of the shell, and ``open``/``os.listdir``/``os.scandir`` under the denied paths
    (solutions, the course folder, the gradebook). ``os._exit``/``os.abort`` are replaced by
-   functions that refuse.
+   functions that refuse. The compilers are the exception: from the frames of ``torch._dynamo``,
+   ``torch._inductor``, ``torch._functorch`` and ``triton``, ``code.__new__`` and ``compile``
+   are allowed, and so is starting a system compiler (g++, cc, ptxas, ...) or this Python (how
+   compiled FlexAttention and Triton work; :mod:`attnkit.guard.audit`).
 2. **A locked shell.** The IPython shell's class becomes a subclass whose cell-running methods
    are data descriptors (an instance attribute cannot shadow them). Cells are transformed with
    the transformers captured at install time, so an input or AST transformer a student
@@ -132,6 +135,14 @@ def _warm_up() -> None:
     x = torch.ones(2, 2)
     count_flops(lambda: x @ x)
     largest_intermediate(lambda: x @ x)
+    # torch.compile's first use wraps torch.nn.Module.__init__ / __setstate__ (dynamo's mutation
+    # tracking): do it now, so the snapshot holds the wrapped ones and a compile is not a "patch";
+    # and compile on one thread, without a pool of worker processes outside the guard.
+    from torch._dynamo.mutation_guard import install_generation_tagging_init
+    import torch._inductor.config as inductor_config
+
+    install_generation_tagging_init()
+    inductor_config.compile_threads = 1
 
 
 def report() -> None:
