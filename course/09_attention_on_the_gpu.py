@@ -1081,6 +1081,10 @@ print(f"window at N = 16384: {window_flops / 1e9:.1f} GFLOP, a floor of "
 # * Triton programs work on blocks: `program_id` picks the block, `tl.load` with a mask reads it
 #   safely, `tl.dot` multiplies tiles. The kit's window kernel visits only the tiles of its band
 #   and counts them, so its work can be checked without a GPU.
+#
+# Assignment `a6_gpu_kernels` is the hands-on half of this chapter: every pattern of the course
+# as a `mask_mod` or `score_mod`, then the row softmax, FlashAttention and the window kernel in
+# Triton, graded on a laptop under the interpreter and timed on a GPU when there is one.
 
 # %%
 print(f"chapter run time: {time.perf_counter() - T_START:.0f} s")
