@@ -31,7 +31,7 @@ benchmark; ``--variants`` alone leaves them out, ``--mixers NAME ...`` picks the
 Writes ``OUT/bench.csv`` (one row per variant × N, columns :data:`COLUMNS`) and
 ``OUT/bench.png`` (time and peak memory against N, log-log).
 
-:func:`run_gpu_bench` is the GPU benchmark of ``attnkit gpu-check`` (``autograder/gpu_check.py``):
+:func:`run_gpu_bench` is the GPU benchmark of ``attnkit gpu-check`` (``make gpu-check``):
 the cases of :func:`gpu_cases` against SDPA in bfloat16 at N = 4096, 16384, 65536, the first call
 (FlexAttention's compilation) apart from the median run time, each output checked first.
 """
