@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 import attnkit
 from attnkit import dense_attention, mixing, synthesizer, tasks
+from attnkit.models import Transformer
 from attnkit.measure import time_call
 from attnkit.notebook import one_thread, setup
 
@@ -216,7 +217,7 @@ print(f"chance 1/{V} = {1 / V:.3f};  'answer the most frequent value in the sequ
 # %% [markdown]
 # ## 4. Every mixer on both tasks
 #
-# One tiny model for all (`tasks.TokenMixerModel`): token embedding plus learned positions, one
+# One tiny model for all (`attnkit.models.Transformer`, the model every later chapter trains too): token embedding plus learned positions, one
 # block, a linear read-out, width $C = 32$. For attention and the Synthesizers the block is
 # pre-norm, $x + \text{mixer}(\operatorname{LN}(x))$ then $x + \operatorname{FFN}(\operatorname{LN}(x))$,
 # with 2 heads; FNet, gMLP and MLP-Mixer are used as the blocks their papers define (their own
@@ -237,8 +238,8 @@ TRAIN = dict(steps=200, batch_size=64, lr=1e-2, eval_every=25, seed=0)
 
 def run(name, task, layers=1):
     sampler, vocab, length = TASKS[task]
-    model = tasks.TokenMixerModel(name, vocab=vocab, length=length, d_model=32, n_layers=layers, n_heads=2,
-                                  seed=0)
+    model = Transformer(name, vocab=vocab, max_len=length, d_model=32, n_layers=layers, n_heads=2,
+                        seed=0)
     result = tasks.train(model, sampler, **TRAIN)
     return model, result
 
@@ -317,11 +318,11 @@ plt.show()
 
 # %%
 def attention_weights(model, tokens):
-    """Softmax weights (H, N, N) of the first block of an attention TokenMixerModel on tokens (1, N)."""
+    """Softmax weights (H, N, N) of the first block of an attention Transformer on tokens (1, N)."""
     block = model.blocks[0]
     mha = block.mixer.attn
     with torch.no_grad():
-        h = block.ln1(model.tok(tokens) + model.pos)  # (1, N, C)
+        h = block.ln1(model.tok(tokens) + model.pos.weight[: tokens.shape[1]])  # (1, N, C)
         q = attnkit.split_heads(mha.w_q(h), mha.n_heads)  # (1, H, N, D)
         k = attnkit.split_heads(mha.w_k(h), mha.n_heads)
         return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)[0]  # (H, N, N)

@@ -495,10 +495,10 @@ def measured_global_share(model, tokens, layer=0):
         x = block(x)
     block = model.blocks[layer]
     h = block.ln1(x)
-    q, k, _ = (attnkit.split_heads(t, block.n_heads) for t in block.w_qkv(h).chunk(3, dim=-1))  # (B, H, N, D)
+    q, k, _ = (attnkit.split_heads(t, block.mixer.n_heads) for t in block.mixer.w_qkv(h).chunk(3, dim=-1))  # (B, H, N, D)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, N, N)
-    weights = torch.softmax(scores + block.attn.bias(block.attn.current_sigma(h), tokens.shape[1]), dim=-1)
-    G = block.attn.global_tokens
+    weights = torch.softmax(scores + block.mixer.attn.bias(block.mixer.attn.current_sigma(h), tokens.shape[1]), dim=-1)
+    G = block.mixer.attn.global_tokens
     return float(weights[:, :, G:, :G].sum(-1).mean())
 
 
@@ -557,13 +557,13 @@ before = qa.evaluate(stage1, data[1])
 rows = []
 for tol in (1e-3, 1e-2, 1e-1):
     for block in stage1.blocks:
-        block.attn.slice_tol = tol
+        block.mixer.attn.slice_tol = tol
     after = qa.evaluate(stage1, data[1])
     stage1(probe)
-    widths = [block.attn.last_widths[:, 3:].float() for block in stage1.blocks]
+    widths = [block.mixer.attn.last_widths[:, 3:].float() for block in stage1.blocks]
     rows.append((tol, after, [(float(wd.mean()), int(wd.max())) for wd in widths]))
 for block in stage1.blocks:
-    block.attn.slice_tol = None
+    block.mixer.attn.slice_tol = None
 print(f"stage 1 (cap w = {CAP2}): F1 {before['f1']:.1f}  EM {before['em']:.1f}")
 for tol, after, ws in rows:
     layers = "; ".join(f"layer {i + 1}: mean w {m:.1f}, max {mx}" for i, (m, mx) in enumerate(ws))

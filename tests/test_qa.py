@@ -222,9 +222,9 @@ def test_gradients_reach_the_sigma_parameters():
     data = make_dataset(8, length=40, distance=4)
     _loss(model, data).backward()
     for layer in model.blocks:
-        grad = layer.attn.predictor.U_d.weight.grad
+        grad = layer.mixer.attn.predictor.U_d.weight.grad
         assert grad is not None and float(grad.abs().sum()) > 0, "no gradient reached U_d"
-        assert float(layer.attn.predictor.U_d.bias.grad.abs()) > 0
+        assert float(layer.mixer.attn.predictor.U_d.bias.grad.abs()) > 0
 
 
 # ---------------------------------------------------------------- training

@@ -1,5 +1,5 @@
-"""attnkit.tasks: the synthetic tasks are deterministic and right (checked by explicit loops), the
-model maps tokens to logits for every mixer name, and dense attention learns offset_copy."""
+"""attnkit.tasks: the synthetic tasks are deterministic and right (checked by explicit loops), and
+dense attention learns offset_copy through the shared training loop."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from attnkit import tasks
-from attnkit.tasks import IGNORE, TokenMixerModel, associative_recall, offset_copy, recall_vocab
+from attnkit.models import Transformer
+from attnkit.tasks import IGNORE, associative_recall, offset_copy, recall_vocab
 
 
 @pytest.fixture(autouse=True)
@@ -77,33 +78,11 @@ def test_task_arguments_are_checked():
         associative_recall(4, pairs=9, keys=8)
 
 
-# ---------------------------------------------------------------- model
-
-@pytest.mark.parametrize("name", tasks.mixer_names())
-def test_model_forward_shape_for_every_mixer(name):
-    N, vocab = 64, 11  # N = 64: the length every registered example_kwargs is meant for
-    model = TokenMixerModel(name, vocab=vocab, length=N, d_model=16, n_layers=1, n_heads=2, seed=0)
-    tokens = torch.randint(0, vocab, (2, N), generator=torch.Generator().manual_seed(0))
-    logits = model(tokens)
-    assert logits.shape == (2, N, vocab)
-    assert torch.isfinite(logits).all()
-    logits.sum().backward()  # every mixer trains
-    again = TokenMixerModel(name, vocab=vocab, length=N, d_model=16, n_layers=1, n_heads=2, seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())), \
-        "the same seed should build the same parameters"
-
-
-def test_model_rejects_wrong_length_and_unknown_mixer():
-    model = TokenMixerModel("dense", vocab=5, length=8)
-    with pytest.raises(ValueError, match="N = 8"):
-        model(torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(ValueError, match="unknown token mixer"):
-        TokenMixerModel("no_such_mixer", vocab=5, length=8)
-
+# ---------------------------------------------------------------- training
 
 def test_dense_attention_learns_offset_copy():
     task = functools.partial(offset_copy, length=12, vocab=8, offset=3)
-    model = TokenMixerModel("dense", vocab=8, length=12, d_model=32, n_layers=1, seed=0)
+    model = Transformer("dense", vocab=8, max_len=12, d_model=32, n_layers=1, seed=0)
     result = tasks.train(model, task, steps=120, batch_size=32, lr=1e-2, n_test=256, seed=0)
     assert result.accuracy > 0.9, result.accuracies
     assert result.step_seconds > 0 and len(result.loss) == 120
@@ -111,7 +90,7 @@ def test_dense_attention_learns_offset_copy():
 
 def test_training_is_deterministic():
     task = functools.partial(associative_recall, pairs=2, keys=4, values=4, fused=True)
-    runs = [tasks.train(TokenMixerModel("dense", vocab=recall_vocab(4, 4, fused=True), length=3, d_model=16,
-                                        n_layers=1, seed=1), task, steps=6, batch_size=16, n_test=32, seed=5)
+    runs = [tasks.train(Transformer("dense", vocab=recall_vocab(4, 4, fused=True), max_len=3, d_model=16,
+                                    n_layers=1, seed=1), task, steps=6, batch_size=16, n_test=32, seed=5)
             for _ in range(2)]
     assert runs[0].loss == runs[1].loss and runs[0].accuracy == runs[1].accuracy

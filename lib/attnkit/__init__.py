@@ -10,10 +10,13 @@ cells), ``plot`` (heatmaps and mask grids), ``graded`` (the marker on reference 
 the variants: ``fixed`` with its CPU kernels ``banded`` and ``blocksparse`` and its GPU path
 ``flex``, ``recurrence``, ``lowrank``, ``kernel`` (with ``rfa``, Random Feature Attention),
 ``bellcurve``, ``varwindow``, ``span``, ``lsh`` (Reformer) and ``routing`` (Routing
-Transformer), ``sinkhorn`` (Sparse Sinkhorn attention), and
-``qa`` (a small QA task and model); token mixers that are modules, listed in ``MIXERS``:
+Transformer), ``sinkhorn`` (Sparse Sinkhorn attention); token mixers that are modules, listed in ``MIXERS``:
 ``synthesizer`` (dense, random and factorized Synthesizers) and ``mixing`` (FNet, gMLP,
-MLP-Mixer). ``attnkit.guard`` is grading machinery: only a grading
+MLP-Mixer). Models and training: ``models`` (one small Transformer, any variant or mixer by
+name), ``training`` (the one training loop), the tasks it trains on: ``tasks`` (copy and
+recall), ``lra`` (long-range tasks) with ``capstone`` (every variant on every task),
+``biography`` (the birth-place pretraining experiment) and ``qa`` (a small QA task and the
+chapter 8 reader). ``attnkit.guard`` is grading machinery: only a grading
 kernel imports it. Nothing here imports the grading pipeline.
 """
 import os as _os

@@ -1,4 +1,4 @@
-"""Small synthetic sequence tasks and a tiny model whose token mixer is chosen by name.
+"""Small synthetic sequence tasks, and the loop that trains :class:`attnkit.models.Transformer` on them.
 
 Two tasks, each a pair of LongTensors ``(inputs (n, N), targets (n, N))`` drawn from a seed, with
 ``targets == IGNORE`` wherever there is nothing to predict:
@@ -19,34 +19,19 @@ Two tasks, each a pair of LongTensors ``(inputs (n, N), targets (n, N))`` drawn 
   With ``fused=True`` each pair is one token, ``(k3 v1) (k0 v5) (k6 v1) (k2 v7) k6``, so a single
   content lookup answers it (the two-token form needs two hops).
 
-The model (:class:`TokenMixerModel`) is the smallest Transformer-shaped network in which the
-token mixer is the only thing that changes::
-
-    h_0 = E[tokens] + P[positions]
-    h_l = h_l' + FFN(LN(h_l')),   h_l' = h_{l-1} + mixer(LN(h_{l-1}))       l = 1..L
-    logits = LN(h_L) W_out                                                   (B, N, vocab)
-
-``mixer`` is a name: an attention variant from :data:`attnkit.VARIANTS` (wrapped in
-:class:`attnkit.MultiHeadAttention`, so it has q, k, v and output projections), or a token-mixing
-module from :data:`attnkit.MIXERS`, built for width C and length N. The Synthesizers replace the
-attention layer in the block above; FNet, gMLP and MLP-Mixer are whole blocks in their papers
-(residuals and norms of their own, a feed-forward or channel MLP inside), so the model stacks L
-of them in place of the blocks above. :func:`train` fits it with AdamW on fresh batches and returns the held-out accuracy and
-the time per step.
+The model is :class:`attnkit.models.Transformer`, in which the token mixer (an attention variant
+or a mixer module, chosen by name) is the only thing that changes; :func:`train` fits it with
+AdamW on fresh batches (through :func:`attnkit.training.fit`) and returns the held-out accuracy
+and the time per step::
 
     x, y = offset_copy(4096, length=16, vocab=16, offset=3, seed=0)     # (4096, 16) each
-    model = TokenMixerModel("dense", vocab=16, length=16, seed=0)
+    model = Transformer("dense", vocab=16, max_len=16, seed=0)
     task = functools.partial(offset_copy, length=16, vocab=16, offset=3)  # task(n, seed=s)
     result = train(model, task, steps=200, seed=0)
     result.accuracy, result.step_seconds
-
-Cost: O(L·N·C²) for the projections and feed-forward layers, plus the mixer's own cost.
 """
 from __future__ import annotations
 
-import inspect
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,12 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .modules import MultiHeadAttention
-from .notebook import threads as torch_threads
+from .training import fit
 
-__all__ = ["IGNORE", "offset_copy", "associative_recall", "recall_vocab", "mixer_names", "is_block",
-           "make_mixer",
-           "AttentionMixer", "TokenMixerModel", "TrainResult", "accuracy", "train"]
+__all__ = ["IGNORE", "offset_copy", "associative_recall", "recall_vocab", "TrainResult", "accuracy",
+           "lm_loss", "train"]
 
 IGNORE = -100
 """Target value at positions with nothing to predict (``F.cross_entropy``'s ``ignore_index``)."""
@@ -133,119 +116,6 @@ def associative_recall(n: int, *, pairs: int = 4, keys: int = 8, values: int = 8
     return inputs, targets
 
 
-# ---------------------------------------------------------------- mixers
-
-def mixer_names() -> list[str]:
-    """Every name :class:`TokenMixerModel` accepts: the attention variants, then the mixer modules."""
-    from . import registry
-    return [*registry.VARIANTS, *getattr(registry, "MIXERS", {})]
-
-
-class AttentionMixer(nn.Module):
-    """A registered attention variant as a token mixer: ``x (B, N, C) -> (B, N, C)``.
-
-    Multi-head attention with q, k, v and output projections; the heads attend with
-    ``VARIANTS[name]`` called with its ``example_kwargs`` updated by ``attn_kwargs``.
-    """
-
-    def __init__(self, name: str, d_model: int, n_heads: int, **attn_kwargs):
-        super().__init__()
-        from .registry import VARIANTS
-        variant = VARIANTS[name]
-        self.name = name
-        self.attn = MultiHeadAttention(d_model, n_heads, variant.fn, **{**variant.example_kwargs, **attn_kwargs})
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.attn(x)  # (B, N, C)
-
-
-def is_block(name: str) -> bool:
-    """Whether the registered mixer ``name`` is a whole block (its own residual and norms, FNet and
-    MLP-Mixer a feed-forward layer too) rather than a drop-in for an attention layer
-    (:attr:`attnkit.registry.Mixer.block`); attention variants are layers."""
-    from .registry import MIXERS
-    return name in MIXERS and MIXERS[name].block
-
-
-def make_mixer(name: str, *, d_model: int, length: int, n_heads: int = 2, **kwargs) -> nn.Module:
-    """The token mixer called ``name``, mapping ``(B, N, C)`` to ``(B, N, C)``.
-
-    * An attention variant: :class:`AttentionMixer` with H = ``n_heads``; ``kwargs`` update the
-      variant's ``example_kwargs`` and go to the attention function.
-    * A registered mixer module: ``cls(dim=C, seq_len=N, heads=H (if it takes heads), **kwargs)``;
-      everything else keeps the module's own defaults (the papers' sizes), not the registry's
-      ``example_kwargs``, which are sized for tests at C = 16.
-    """
-    from . import registry
-    if name in registry.VARIANTS:
-        return AttentionMixer(name, d_model, n_heads, **kwargs)
-    mixers = getattr(registry, "MIXERS", {})
-    if name in mixers:
-        cls = mixers[name].cls
-        sizes = {"dim": d_model, "seq_len": length}
-        if "heads" in inspect.signature(cls).parameters:
-            sizes["heads"] = n_heads
-        return cls(**{**sizes, **kwargs})
-    raise ValueError(f"unknown token mixer {name!r}: expected one of {mixer_names()}")
-
-
-# ---------------------------------------------------------------- the model
-
-class _Block(nn.Module):
-    """Pre-norm block: x + mixer(LN(x)), then x + FFN(LN(x))."""
-
-    def __init__(self, d_model: int, d_ff: int, mixer: nn.Module):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.mixer = mixer
-        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.mixer(self.ln1(x))  # (B, N, C)
-        return x + self.ff(self.ln2(x))  # (B, N, C)
-
-
-class TokenMixerModel(nn.Module):
-    """Embedding + learned positions, L pre-norm blocks with the named token mixer, a linear head.
-
-    Args:
-        mixer: a name from :func:`mixer_names` (``"dense"``, ``"synthesizer_random"``, ``"fnet"``...).
-        vocab: number of token ids (inputs and outputs share them).
-        length: the sequence length N (learned positions; the length-bound mixers are built for it).
-        d_model, n_layers, n_heads, d_ff: sizes C, L, H (attention only) and the FFN width (4·C).
-        seed: parameters are initialised from ``torch.manual_seed(seed)`` without touching the
-            global random state.
-        **mixer_kwargs: passed to :func:`make_mixer` for every layer.
-
-    ``forward(tokens (B, N)) -> logits (B, N, vocab)``.
-    """
-
-    def __init__(self, mixer: str, *, vocab: int, length: int, d_model: int = 32, n_layers: int = 2,
-                 n_heads: int = 2, d_ff: int | None = None, seed: int = 0, **mixer_kwargs):
-        super().__init__()
-        self.mixer_name, self.vocab, self.length = mixer, vocab, length
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.tok = nn.Embedding(vocab, d_model)
-            self.pos = nn.Parameter(torch.randn(length, d_model))  # (N, C), the scale of the token embeddings
-            layers = [make_mixer(mixer, d_model=d_model, length=length, n_heads=n_heads, **mixer_kwargs)
-                      for _ in range(n_layers)]
-            if is_block(mixer):  # FNet, gMLP, MLP-Mixer: the paper's block, as it is
-                self.blocks = nn.ModuleList(layers)
-            else:  # attention or a Synthesizer: inside a pre-norm block with a feed-forward layer
-                self.blocks = nn.ModuleList(_Block(d_model, d_ff or 4 * d_model, layer) for layer in layers)
-            self.ln = nn.LayerNorm(d_model)
-            self.head = nn.Linear(d_model, vocab)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.dim() != 2 or tokens.shape[1] != self.length:
-            raise ValueError(f"expected tokens (B, N) with N = {self.length}, got {tuple(tokens.shape)}")
-        x = self.tok(tokens) + self.pos  # (B, N, C)
-        for block in self.blocks:
-            x = block(x)  # (B, N, C)
-        return self.head(self.ln(x))  # (B, N, vocab)
-
-
 # ---------------------------------------------------------------- training
 
 @dataclass
@@ -283,6 +153,13 @@ def accuracy(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: i
     return right / max(total, 1)
 
 
+def lm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """Cross-entropy of ``model(inputs) (B, N, vocab)`` against ``targets (B, N)``, skipping :data:`IGNORE`."""
+    inputs, targets = batch
+    logits = model(inputs)  # (B, N, vocab)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
 def train(model: nn.Module, sampler: Sampler, *, steps: int = 300, batch_size: int = 64, lr: float = 3e-3,
           weight_decay: float = 0.01, warmup: float = 0.1, n_test: int = 1024, seed: int = 0,
           eval_every: int | None = None, threads: int | None = 1, progress: bool = False) -> TrainResult:
@@ -291,53 +168,19 @@ def train(model: nn.Module, sampler: Sampler, *, steps: int = 300, batch_size: i
     ``sampler(n, seed) -> (inputs, targets)``, e.g. ``functools.partial(offset_copy, length=16)``
     called as ``sampler(n, seed=s)``. Every step draws a new batch with its own seed (derived
     from ``seed`` and the step), so the model never sees a batch twice; the held-out set is
-    ``sampler(n_test, seed')`` with a seed no training batch uses. Schedule: linear warm-up over
-    ``warmup · steps``, then cosine decay to 0; gradients clipped to norm 1. With the model
-    built from a seed too, a run is repeatable on one machine and thread count. ``threads``:
-    torch threads while training (1 suits a tiny model on a small shared CPU; None leaves it).
+    ``sampler(n_test, seed')`` with a seed no training batch uses. The schedule, clipping and
+    timing are :func:`attnkit.training.fit`'s. With the model built from a seed too, a run is
+    repeatable on one machine and thread count. ``threads``: torch threads while training (1
+    suits a tiny model on a small shared CPU; None leaves it).
     """
     if steps < 1 or lr <= 0 or batch_size < 1:
         raise ValueError(f"need steps >= 1, lr > 0, batch_size >= 1; got steps={steps}, lr={lr}, "
                          f"batch_size={batch_size}")
     test_x, test_y = sampler(n_test, seed=10_000_019 * (seed + 1))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n_warm = max(1, int(warmup * steps))
-
-    def lr_at(step: int) -> float:
-        if step < n_warm:
-            return lr * (step + 1) / n_warm
-        return lr * 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
-
-    result = TrainResult()
-    step_times = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, leave=False)
-    t0 = time.perf_counter()
-    model.train()
-    with torch_threads(threads):
-        for step in range(steps):
-            x, y = sampler(batch_size, seed=seed * 1_000_003 + step)
-            t_step = time.perf_counter()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            logits = model(x)  # (B, N, vocab)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step_times.append(time.perf_counter() - t_step)
-            result.loss.append(loss.item())
-            if (eval_every and (step + 1) % eval_every == 0) or step + 1 == steps:
-                result.eval_steps.append(step + 1)
-                result.accuracies.append(accuracy(model, test_x, test_y))
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    result.seconds = time.perf_counter() - t0
-    result.accuracy = result.accuracies[-1]
-    result.step_seconds = float(torch.tensor(step_times).median())
-    return result
+    fitted = fit(model, lambda step: sampler(batch_size, seed=seed * 1_000_003 + step), lm_loss,
+                 steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                 eval_fn=lambda m: {"accuracy": accuracy(m, test_x, test_y)}, eval_every=eval_every,
+                 threads=threads, progress=progress)
+    accuracies = [e["accuracy"] for e in fitted.evals]
+    return TrainResult(accuracy=accuracies[-1], step_seconds=fitted.step_seconds, loss=fitted.loss,
+                       eval_steps=fitted.eval_steps, accuracies=accuracies, seconds=fitted.seconds)

@@ -13,6 +13,7 @@ from ..bellcurve import bell_bias
 from ..dense import dense_attention
 from ..fixed import longformer_mask
 from ..masks import materialize
+from ..models import Transformer
 from ..modules import merge_heads, split_heads
 from .data import GLOBAL_TOKENS, VOCAB_SIZE
 
@@ -175,29 +176,35 @@ def attention(kind: str, **kwargs) -> Callable[[int, int], nn.Module]:
 
 # ---------------------------------------------------------------- the encoder
 
-class _Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
+class QKVAttention(nn.Module):
+    """The attention layer of the reader: fused q, k, v projection, ``attn(q, k, v, x)``, output projection.
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, attn: nn.Module):
+        (q, k, v) = split(x W_qkv),   out = merge(attn(q, k, v, x)) W_o            x: (B, N, C)
+
+    ``attn`` sees the layer's input ``x`` too: that is what a σ predictor reads. It is built
+    before the projections (that order fixes which random numbers each parameter gets).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, make_attn: Callable[[], nn.Module]):
         super().__init__()
         self.n_heads = n_heads
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        attn = make_attn()
         self.w_qkv = nn.Linear(d_model, 3 * d_model)
         self.w_o = nn.Linear(d_model, d_model)
         self.attn = attn
-        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.ln1(x)  # (B, N, C)
-        q, k, v = (split_heads(t, self.n_heads) for t in self.w_qkv(h).chunk(3, dim=-1))  # (B, H, N, D)
-        x = x + self.w_o(merge_heads(self.attn(q, k, v, h)))  # (B, N, C)
-        return x + self.ff(self.ln2(x))
+        q, k, v = (split_heads(t, self.n_heads) for t in self.w_qkv(x).chunk(3, dim=-1))  # (B, H, N, D)
+        return self.w_o(merge_heads(self.attn(q, k, v, x)))  # (B, N, C)
 
 
-class QAEncoder(nn.Module):
-    """A tiny Longformer-like reader: embeddings + positions, L pre-norm blocks, start/end heads.
+class QAEncoder(Transformer):
+    """A tiny Longformer-like reader: :class:`attnkit.models.Transformer` with a span head.
 
-        h_0 = E[tokens] + P[positions],  h_l = Block_l(h_{l-1}),  (start, end) = h_L W_span
+        h_0 = E[tokens] + P[positions],  h_l = Block_l(h_{l-1}),  (start, end) = LN(h_L) W_span
+
+    Every block's mixer is a :class:`QKVAttention` around the module the ``attention`` factory
+    makes, so any attention module ``(q, k, v, x)`` plugs in.
 
     Args:
         attention: factory ``(layer_index, d_model) -> module(q, k, v, x)`` (see :func:`attention`);
@@ -213,30 +220,19 @@ class QAEncoder(nn.Module):
     def __init__(self, attention: Callable[[int, int], nn.Module] | None = None, *,
                  vocab_size: int = VOCAB_SIZE, d_model: int = 32, n_heads: int = 4, n_layers: int = 2,
                  d_ff: int | None = None, max_len: int = 256, seed: int | None = None):
-        super().__init__()
         make = attention or (lambda layer, c: FunctionAttention(F.scaled_dot_product_attention))
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.tok = nn.Embedding(vocab_size, d_model)
-            self.pos = nn.Embedding(max_len, d_model)
-            self.blocks = nn.ModuleList(_Block(d_model, n_heads, d_ff or 4 * d_model, make(i, d_model))
-                                        for i in range(n_layers))
-            self.ln = nn.LayerNorm(d_model)
-            self.span = nn.Linear(d_model, 2)
-        self.max_len = max_len
+
+        def layer(i: int, c: int) -> nn.Module:
+            return QKVAttention(c, n_heads, lambda: make(i, c))
+        super().__init__(layer, vocab=vocab_size, max_len=max_len, out=2, d_model=d_model, n_layers=n_layers,
+                         d_ff=d_ff, seed=seed)
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        if tokens.dim() != 2 or tokens.shape[1] > self.max_len:
-            raise ValueError(f"expected tokens (B, N) with N <= {self.max_len}, got {tuple(tokens.shape)}")
-        x = self.tok(tokens) + self.pos.weight[: tokens.shape[1]]  # (B, N, C)
-        for block in self.blocks:
-            x = block(x)
-        logits = self.span(self.ln(x))  # (B, N, 2)
+        logits = super().forward(tokens)  # (B, N, 2)
         return logits[..., 0], logits[..., 1]
 
     def attention_modules(self) -> list[nn.Module]:
-        return [b.attn for b in self.blocks]
+        return [b.mixer.attn for b in self.blocks]
 
     def sigma_parameters(self) -> list[nn.Parameter]:
         """The parameters that only compute sigma (the reports' U_d and W_p), for their own LR."""

@@ -3,8 +3,6 @@ See :mod:`attnkit.qa`.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +11,7 @@ from torch import Tensor, nn
 
 from .data import ANSWER0, CUE0, FILLER0, GLOBAL_TOKENS, QAData, decode_spans, exact_match, span_f1
 from ..notebook import threads as torch_threads
+from ..training import fit
 from .model import QAEncoder
 
 # ---------------------------------------------------------------- training and evaluation
@@ -71,8 +70,8 @@ def train(model: nn.Module, data: tuple[QAData, QAData], *, steps: int = 200, lr
 
     The parameters from ``model.sigma_parameters()`` (if any) form their own group with learning
     rate ``lr · sigma_lr_mult`` and no weight decay (the reports' "higher LR for U_d and W_p").
-    Schedule: linear warm-up over ``warmup · steps``, then cosine decay to 0; gradients clipped
-    to norm 1. Batches are drawn with ``torch.Generator().manual_seed(seed)``; with the model
+    The schedule (linear warm-up, cosine decay to 0) and gradient clipping are
+    :func:`attnkit.training.fit`'s. Batches are drawn with ``torch.Generator().manual_seed(seed)``; with the model
     built from a seed too, a run is bit-for-bit repeatable on one machine and thread count.
     ``threads``: torch threads during training (1 is fastest for this small model on a
     shared 2-core CPU; None leaves the setting alone). The held-out split is scored every
@@ -84,52 +83,25 @@ def train(model: nn.Module, data: tuple[QAData, QAData], *, steps: int = 200, lr
                          f"steps={steps}, lr={lr}, sigma_lr_mult={sigma_lr_mult}, batch_size={batch_size}")
     sigma_params = list(model.sigma_parameters()) if hasattr(model, "sigma_parameters") else []
     sigma_ids = {id(p) for p in sigma_params}
-    rest = [p for p in model.parameters() if id(p) not in sigma_ids]
-    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "base_lr": lr}]
+    groups = [{"params": [p for p in model.parameters() if id(p) not in sigma_ids]}]
     if sigma_params:
-        groups.append({"params": sigma_params, "lr": lr * sigma_lr_mult, "weight_decay": 0.0,
-                       "base_lr": lr * sigma_lr_mult})
-    opt = torch.optim.AdamW(groups)
-    n_warm = max(1, int(warmup * steps))
-
-    def lr_factor(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        return 0.5 * (1 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
-
+        groups.append({"params": sigma_params, "lr": lr * sigma_lr_mult, "weight_decay": 0.0})
     gen = torch.Generator().manual_seed(seed)
     hist = History()
     g = train_set.global_tokens
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, leave=False)
-    t0 = time.perf_counter()
-    model.train()
-    with torch_threads(threads):
-        for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step)
-            batch = train_set.batch(torch.randint(0, len(train_set), (batch_size,), generator=gen))
-            loss = _loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            hist.loss.append(loss.item())
-            if sigma_params:
-                hist.sigma_mean.append([s[..., g:].mean().item() for s in model.last_sigma()
-                                        if s is not None and s.dim() >= 1])
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                scores = evaluate(model, held_out, threads=None)
-                hist.eval_steps.append(step + 1)
-                hist.f1.append(scores["f1"])
-                hist.em.append(scores["em"])
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    hist.seconds = time.perf_counter() - t0
+
+    def log_sigma(step: int, m: nn.Module) -> None:
+        if sigma_params:
+            hist.sigma_mean.append([s[..., g:].mean().item() for s in m.last_sigma()
+                                    if s is not None and s.dim() >= 1])
+
+    fitted = fit(model, lambda step: train_set.batch(torch.randint(0, len(train_set), (batch_size,), generator=gen)),
+                 _loss, steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup, param_groups=groups,
+                 eval_fn=lambda m: evaluate(m, held_out, threads=None), eval_every=log_every,
+                 after_step=log_sigma, threads=threads, progress=progress)
+    hist.loss, hist.eval_steps, hist.seconds = fitted.loss, fitted.eval_steps, fitted.seconds
+    hist.f1 = [e["f1"] for e in fitted.evals]
+    hist.em = [e["em"] for e in fitted.evals]
     return hist
 
 
