@@ -7,9 +7,10 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 LAB_ARGS ?=
 BENCH_ARGS ?=
+CAPSTONE_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help venv demo test test-fast lab book notebooks release bench gpu-check clean
+.PHONY: help venv demo test test-fast lab book notebooks release bench capstone gpu-check clean
 
 help:
 	@echo "make demo      release the assignments, autograde the sample submissions, write build/demo/"
@@ -18,6 +19,8 @@ help:
 	@echo "make book      execute the course notebooks and render them to build/book/*.html"
 	@echo "make notebooks rebuild course/*.ipynb and assignments/ from their py:percent sources"
 	@echo "make bench     time every attention variant against dense attention, write build/bench/"
+	@echo "make capstone  train every variant on the long-range tasks, write build/capstone/ (~30 min;"
+	@echo "               CAPSTONE_ARGS=--quick: ~3 min)"
 	@echo "make gpu-check on a GPU machine: CUDA tests, GPU benchmark, grading --gpu; build/gpu-check/"
 
 # Debian packages the autograder uses: bubblewrap (the grading sandbox) and PostgreSQL (the
@@ -65,6 +68,9 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/attnkit bench --out build/bench $(BENCH_ARGS)
+
+capstone: $(STAMP)
+	$(BIN)/attnkit capstone --out build/capstone $(CAPSTONE_ARGS)
 
 # On a GPU machine (docs/benchmarks.md, "GPU check"): the machine's own $(PYTHON), which must hold
 # torch, runs the kit from the repository (PYTHONPATH). No .venv and no pip install of the kit: its

@@ -49,6 +49,7 @@ from . import bellcurve, span, varwindow  # noqa: E402  (registers bellcurve and
 from . import lsh, routing  # noqa: E402  (registers lsh and routing)
 from . import rfa, sinkhorn  # noqa: E402  (registers sinkhorn and rfa)
 from . import mixing, synthesizer  # noqa: E402  (registers the token mixers)
+from . import biography  # noqa: E402  (its @reference functions are graded in a7: the guard must see them)
 
 __version__ = "0.1.0"
 __all__ = [
