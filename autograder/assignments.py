@@ -52,6 +52,8 @@ SPECS: dict[str, AssignmentSpec] = {
     "a5_learnable_window": AssignmentSpec(timeout=300),
     # compiled FlexAttention (about 10-20 s per grade cell on a CPU) and Triton's interpreter
     "a6_gpu_kernels": AssignmentSpec(timeout=300),
+    # two pretraining runs of the birth-place experiment (each about 60-130 s on one busy core)
+    "a7_capstone": AssignmentSpec(timeout=360),
 }
 
 

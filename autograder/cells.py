@@ -42,6 +42,12 @@ def is_solution(cell) -> bool:
     return bool(nbgrader_meta(cell).get("solution"))
 
 
+def is_manual(cell) -> bool:
+    """A manually graded answer (grade and solution both set: a person scores it, usually a
+    written answer in a markdown cell)."""
+    return is_grade(cell) and is_solution(cell)
+
+
 def is_locked(cell) -> bool:
     """A cell the student may not change: a grade cell that is not also an answer, or one marked
     ``locked``."""

@@ -7,9 +7,14 @@
                                           [--unsafe] [--memory GIB] [--cpu-time S]
                                           [--notebook-timeout S] [--gpu]
     attnkit demo [--out build/demo] [--gpu]  release all, grade autograder/samples/*, one report
+    attnkit manual --run DIR export-template [--to FILE] [--all]   written answers to grade by hand
+    attnkit manual --run DIR import FILE  enter manual scores (CSV), then re-export the grades
+    attnkit manual --run DIR export       re-export grades.csv and the report (after formgrader)
     attnkit gpu-check [--out build/gpu-check]  CUDA tests, GPU benchmark, grading with --gpu
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
+    attnkit capstone [--quick] [--out build/capstone] [--variants a,b] [--tasks x,y] [--seeds 0 1]
+                                          every variant trained on the long-range tasks (chapter 10)
 
 The library's own commands (``attnkit bench``) are defined in ``attnkit.cli`` and added to the
 same parser, so there is one ``attnkit --help``. Each command imports the parts of the pipeline
@@ -26,6 +31,11 @@ the solutions or the gradebook, ``--memory`` / ``--cpu-time`` / ``--notebook-tim
 where it cannot start, grading refuses unless ``--unsafe`` is given. ``--gpu`` binds the GPU
 devices into the sandbox (``c.SandboxKernelManager.gpu`` in the course's nbgrader config).
 
+``attnkit manual`` grades the written answers by hand (``autograder/manual.py``): a CSV of those
+still pending, entering a filled-in CSV into the gradebook in one transaction, re-exporting the
+grades after formgrader. ``attnkit demo`` enters ``autograder/samples/<a>/manual_grades.csv``
+the same way where there is one.
+
 ``attnkit gpu-check`` (``autograder/gpu_check.py``) needs only torch: it runs on a bare GPU
 machine with ``PYTHONPATH=lib:.`` and exits 3 where there is no CUDA GPU.
 """
@@ -40,6 +50,7 @@ from attnkit import cli as library
 from .limits import CELLS_PER_NOTEBOOK, DEFAULT_LIMITS, GiB
 
 USAGE = __doc__.split("\n\n")[1]
+MANUAL_GRADES = "manual_grades.csv"  # autograder/samples/<a>/: entered by `attnkit demo`
 
 
 def cmd_build(args) -> int:
@@ -77,11 +88,15 @@ def cmd_grade(args) -> int:
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
+    if any(c.pending for c in run.cells):
+        print(f"written answers to grade by hand: formgrader in {out / 'course'}, or "
+              f"`attnkit manual --run {out} export-template` (README: Grading written answers)")
     return 0
 
 
 def cmd_demo(args) -> int:
     from .gradebook import GRADE_COLUMNS, read_csv, write_csv
+    from .manual import import_scores
     from .notebooks import assignment_names
     from .pipeline import grade
     from .progress import Progress
@@ -101,6 +116,8 @@ def cmd_demo(args) -> int:
         run = grade(name, samples, out / name, timeout=args.timeout, force=args.force,
                     workers=args.workers, show_hidden=args.show_hidden, progress=Progress(),
                     unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu)
+        if (samples / MANUAL_GRADES).exists():  # a TA's scores for the written answers
+            run = import_scores(run.out, samples / MANUAL_GRADES, echo=print, run=run)
         print(format_table(run) + "\n")
         runs.append(run)
         rows += read_csv(run.out / "grades.csv")
@@ -109,6 +126,29 @@ def cmd_demo(args) -> int:
         return 1
     write_csv(out / "grades.csv", GRADE_COLUMNS, rows)
     print(f"wrote {out / 'grades.csv'} and {write_index(out, runs)}")
+    return 0
+
+
+def cmd_manual(args) -> int:
+    from .manual import import_scores, write_template
+    from .pipeline import export
+    from .report import format_table
+
+    if args.action == "export-template":
+        path, n = write_template(Path(args.run), args.to and Path(args.to), everything=args.all)
+        print(f"wrote {path}: {n} written answer{'s' if n != 1 else ''} "
+              f"{'in all' if args.all else 'to grade by hand'} (fill in score and comment, then "
+              f"`attnkit manual --run {args.run} import {path}`)")
+        return 0
+    if args.action == "import":
+        if not args.file:
+            print("attnkit manual import: name the CSV of manual grades", file=sys.stderr)
+            return 2
+        run = import_scores(Path(args.run), Path(args.file), echo=print)
+    else:
+        run = export(Path(args.run))
+    print(format_table(run))
+    print(f"\nwrote {run.out}/grades.csv, cell_scores.csv, report.html")
     return 0
 
 
@@ -131,6 +171,12 @@ def cmd_book(args) -> int:
     from .book import build_book
 
     return 1 if build_book(Path(args.out), timeout=args.timeout) else 0
+
+
+def cmd_capstone(args) -> int:
+    from attnkit.capstone import command
+
+    return command(args)
 
 
 def _workers(text: str) -> int:
@@ -229,6 +275,20 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     b.set_defaults(fn=cmd_book)
 
+    m = sub.add_parser("manual", help="grade written answers by hand: CSV template, import, re-export")
+    m.add_argument("--run", required=True, metavar="DIR",
+                   help="the output folder of an `attnkit grade` run (or build/demo/ASSIGNMENT)")
+    m.add_argument("action", choices=["export-template", "import", "export"],
+                   help="export-template: CSV of the answers still to grade; import FILE: enter "
+                        "its scores and re-export; export: re-export after grading in formgrader")
+    m.add_argument("file", nargs="?", help="import: the CSV (student, grade_id, score[, comment, "
+                                          "assignment, notebook])")
+    m.add_argument("--to", metavar="FILE", help="export-template: where to write "
+                                                "(default DIR/manual_grades_todo.csv)")
+    m.add_argument("--all", action="store_true",
+                   help="export-template: every written answer, with its current score")
+    m.set_defaults(fn=cmd_manual)
+
     gc = sub.add_parser("gpu-check", help="on a GPU machine: CUDA tests, GPU benchmark, grading with --gpu")
     gc.add_argument("--out", default="build/gpu-check")
     gc.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 4096 16384 65536)")
@@ -243,6 +303,12 @@ def parser() -> argparse.ArgumentParser:
                     help="seconds for the tests and the benchmark; later cases are skipped (default 450)")
     gc.set_defaults(fn=cmd_gpu_check)
 
+    from attnkit.capstone import add_arguments as capstone_arguments  # argparse only; runs nothing
+
+    cs = sub.add_parser("capstone", help="train every variant on the long-range tasks: build/capstone/")
+    capstone_arguments(cs)
+    cs.set_defaults(fn=cmd_capstone)
+
     library.add_commands(sub)
     return p
 
@@ -250,10 +316,11 @@ def parser() -> argparse.ArgumentParser:
 def _expected_errors() -> library.Errors:
     """Errors reported as one line (anything else keeps its traceback: it is a bug)."""
     try:
+        from .manual import ManualGradeError
         from .release import PipelineError
     except ImportError:  # a bare GPU machine without nbgrader: gpu-check still reports its errors
         return (FileNotFoundError,)
-    return FileNotFoundError, PipelineError
+    return FileNotFoundError, PipelineError, ManualGradeError
 
 
 def main(argv: list[str] | None = None) -> int:

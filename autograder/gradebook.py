@@ -6,8 +6,9 @@ never duplicate or lose a grade. nbgrader's own ``update_or_create`` calls keep 
 (student, grade cell) however often a submission is autograded.
 
 ``grades.csv`` is what ``nbgrader export`` writes (its CSV plugin, filtered to this
-assignment and these students) plus two columns: ``status`` (``graded`` or ``failed``) and
-``notes`` (the one-line reason or what went wrong in the notebook). A failed submission has
+assignment and these students) plus three columns: ``status`` (``graded`` or ``failed``),
+``notes`` (the one-line reason or what went wrong in the notebook) and ``needs_manual_grade``
+(how many of the student's written answers still wait for a person). A failed submission has
 no submission in the gradebook, so nbgrader's export gives it 0.
 
 Parallel and distributed grading (``dispatch.py``) autograde each submission against a scratch
@@ -17,7 +18,15 @@ rows or none). That is all ``nbgrader export``, formgrader and the feedback read
 submission's timestamp, per notebook the late penalty, per grade cell ``auto_score`` and
 ``needs_manual_grade``, per solution/task cell ``auto_comment``. Manual scores, extra credit,
 manual comments, flags and extensions already in the real gradebook are kept, as nbgrader's
-own autograde keeps them. Works on any SQLAlchemy URL nbgrader supports (SQLite, PostgreSQL).
+own autograde keeps them (a cell that already has a manual score is marked for review, as
+nbgrader marks it). Works on any SQLAlchemy URL nbgrader supports (SQLite, PostgreSQL).
+
+Written answers (nbgrader's "manually graded answer" cells: grade and solution both set) have
+no automatic score: autograde leaves them ``needs_manual_grade`` until a person scores them in
+formgrader or with ``attnkit manual`` (``manual.py``), except an answer left as released, which
+nbgrader scores 0 at once. :class:`CellScore` says which kind each score is (``grading``:
+``auto``, ``manual``, ``pending``, ``review``); a pending cell has no score (blank in
+``cell_scores.csv``, not 0), and ``grades.csv`` counts each student's pending answers.
 """
 from __future__ import annotations
 
@@ -32,18 +41,44 @@ from .config import COURSE_ID
 EXPORT_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name",
                   "first_name", "email", "raw_score", "late_submission_penalty", "score",
                   "max_score"]
-GRADE_COLUMNS = EXPORT_COLUMNS + ["status", "notes"]
-CELL_COLUMNS = ["student", "grade_id", "score", "max_score"]
+GRADE_COLUMNS = EXPORT_COLUMNS + ["status", "notes", "needs_manual_grade"]
+CELL_COLUMNS = ["student", "grade_id", "score", "max_score", "auto_score", "manual_score",
+                "grading"]
 
 
 @dataclass
 class CellScore:
-    """The score of one grade cell for one student (``score`` is None while it needs a human)."""
+    """The score of one grade cell for one student (``score`` is None while it needs a human).
+
+    ``grading``: ``auto`` (autograded, or a written answer left blank: 0), ``manual`` (scored by
+    a person), ``pending`` (a written answer nobody has scored yet: ``score`` None) or
+    ``review`` (scored by a person, then the submission was autograded again: nbgrader keeps
+    the manual score and asks for another look).
+    """
 
     student: str
     grade_id: str
     score: float | None
     max_score: float
+    auto_score: float | None = None
+    manual_score: float | None = None
+    grading: str = "auto"
+
+    @property
+    def pending(self) -> bool:
+        return self.grading == "pending"
+
+
+def _cell_score(student: str, g) -> CellScore:
+    """A ``CellScore`` from an nbgrader ``Grade`` row."""
+    if g.auto_score is None and g.manual_score is None:
+        how = "pending"
+    elif g.needs_manual_grade:
+        how = "review"
+    else:
+        how = "manual" if g.manual_score is not None else "auto"
+    score = None if how == "pending" else float(g.score)
+    return CellScore(student, g.name, score, float(g.max_score), g.auto_score, g.manual_score, how)
 
 
 def _gradebook(db_url: str):
@@ -165,7 +200,7 @@ def cell_scores(db_url: str, assignment: str, students: list[str],
                 continue
             grades = [g for nb in submission.notebooks for g in nb.grades]
             grades.sort(key=lambda g: (rank.get(g.name, len(rank)), g.name))
-            rows += [CellScore(student, g.name, g.score, float(g.max_score)) for g in grades]
+            rows += [_cell_score(student, g) for g in grades]
     return rows
 
 

@@ -27,6 +27,9 @@ process (``workers=1``), in ``workers`` local processes, or on the Dask cluster 
 transaction per student, then records it in ``state.json``. A run stopped anywhere (Ctrl-C,
 SIGKILL) keeps what was recorded; the next run grades the rest.
 
+Grading written answers: ``export(out)`` rebuilds the CSV files and the report of a run from its
+gradebook alone, after a person scored the manually graded answers (``manual.py``, formgrader).
+
 ``grade`` goes through four stages, one function each: ``_stage`` (the nbgrader course and the
 settings the grades depend on), ``_plan`` (which students are kept from an earlier run, which are
 to grade), ``_run`` (grade, commit and record each student as the results come) and ``_export``
@@ -47,6 +50,7 @@ import nbformat
 from . import dispatch
 from . import gradebook as gbk
 from .assignments import spec_for
+from .cells import grade_id, is_manual
 from .config import make_api, nbgrader_session, write_config
 from .job import StudentResult
 from .limits import Limits
@@ -70,6 +74,8 @@ class GradeRun:
     results: list[StudentResult] = field(default_factory=list)
     cells: list[gbk.CellScore] = field(default_factory=list)
     seconds: float = 0.0
+    manual: list[str] = field(default_factory=list)  # grade ids of the answers a person grades
+    exported_only: bool = False  # rebuilt from the gradebook by ``export`` (nothing graded)
 
     @property
     def max_score(self) -> float:
@@ -86,6 +92,7 @@ class _Course:
     parts: list[tuple[str, float]]  # (grade_id, points) of every grade cell
     show_hidden: bool
     settings: dict  # state.json keeps grades only while these stay the same
+    manual: tuple[str, ...] = ()  # grade ids of the manually graded answers
 
     @property
     def root(self) -> Path:
@@ -150,7 +157,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
                         timeout=timeout, limits=limits, unsafe=unsafe, show_hidden=show_hidden, gpu=gpu)
         state = _State(out / "state.json", course.settings)
         subs = collect(Path(submissions), assignment, out / "incoming")
-        run = GradeRun(assignment, out, course.parts)
+        run = GradeRun(assignment, out, course.parts, manual=list(course.manual))
         with nbgrader_session(out / "grading.log") as log:
             log.write(f"=== grading {assignment}: {len(subs)} submissions from {submissions}\n")
             kept, todo = _plan(course, state, subs, force=force)
@@ -162,6 +169,52 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
                                         [g for g, _ in course.parts])
             rows = gbk.export_rows(course.db_url, assignment, students)
         run.seconds = time.perf_counter() - begin
+        _export(run, rows)
+    return run
+
+
+def open_run(out: Path) -> tuple[str, str]:
+    """The assignment and gradebook URL of the grading run in ``out`` (from its ``state.json``)."""
+    path = Path(out) / "state.json"
+    if not path.exists():
+        raise PipelineError(f"{out} is not a grading run (no state.json there): grade into it "
+                            "first with `attnkit grade ASSIGNMENT SUBMISSIONS --out DIR`")
+    settings = json.loads(path.read_text()).get("settings", {})
+    return settings["assignment"], settings["db_url"]
+
+
+def export(out: Path, run: GradeRun | None = None) -> GradeRun:
+    """Rebuild ``grades.csv``, ``cell_scores.csv`` and the report of the run in ``out`` from its
+    gradebook, grading nothing: after written answers were graded by hand (formgrader or
+    ``attnkit manual``). The students are those ``state.json`` records, with their status and
+    notes from the last grading; or those of ``run``, the ``GradeRun`` that ``grade`` just
+    returned for ``out`` (``attnkit demo``: the report keeps that run's timings).
+    """
+    begin = time.perf_counter()
+    out = Path(out).resolve()
+    assignment, db_url = open_run(out)
+    source = out / "course" / "source" / assignment / f"{assignment}.ipynb"
+    nb = nbformat.read(str(source), as_version=4)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # not while a grading run writes this folder
+        state = json.loads((out / "state.json").read_text())
+        parts = grade_ids(nb)
+        fresh = run is None
+        if fresh:
+            run = GradeRun(assignment, out, parts, exported_only=True)
+            run.results = [StudentResult(**{k: v for k, v in rec.items() if k in _State.FIELDS},
+                                         cached=True)
+                           for _, rec in sorted(state.get("students", {}).items())]
+        run.parts, run.manual = parts, [grade_id(c) for c in nb.cells if is_manual(c)]
+        with nbgrader_session(out / "grading.log") as log:
+            log.write(f"=== exporting {assignment} from the gradebook (manual grades)\n")
+            for res in run.results:
+                _score(res, db_url, assignment, run.max_score)
+            students = [r.student for r in run.results]
+            run.cells = gbk.cell_scores(db_url, assignment, students, [g for g, _ in parts])
+            rows = gbk.export_rows(db_url, assignment, students)
+        if fresh:
+            run.seconds = time.perf_counter() - begin
         _export(run, rows)
     return run
 
@@ -194,7 +247,8 @@ def _stage(assignment: str, source: Path, out: Path, db_url: str, *, timeout: in
                 "show_hidden": show_hidden, "sandbox": not unsafe, "limits": asdict(limits)}
     if gpu:  # only when set: earlier runs' state.json stays valid for CPU grading
         settings["gpu"] = True
-    return _Course(assignment, out, db_url, grade_ids(nb), show_hidden, settings)
+    return _Course(assignment, out, db_url, grade_ids(nb), show_hidden, settings,
+                   tuple(grade_id(c) for c in nb.cells if is_manual(c)))
 
 
 def _plan(course: _Course, state: _State, subs: list[Submission], *,
@@ -279,9 +333,13 @@ def _export(run: GradeRun, rows: list[dict]) -> None:
     """Write ``grades.csv`` (nbgrader's export of ``rows`` plus each student's status and notes),
     ``cell_scores.csv`` and the report into ``run.out``."""
     by_student = {r.student: r for r in run.results}
+    pending = {}
+    for cell in run.cells:
+        pending[cell.student] = pending.get(cell.student, 0) + cell.pending
     for row in rows:
         row["status"] = by_student[row["student_id"]].status
         row["notes"] = by_student[row["student_id"]].notes
+        row["needs_manual_grade"] = pending.get(row["student_id"], 0)
     gbk.write_csv(run.out / "grades.csv", gbk.GRADE_COLUMNS, rows)
     gbk.write_csv(run.out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])
     write_report(run)

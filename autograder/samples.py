@@ -5,7 +5,7 @@ what a student downloads) and fills its answer cells from a recipe:
 
 - ``"solution"``: the code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` in the source;
 - ``("wrong", i)``: plausible wrong answer number ``i`` of ``solutions/<a>/wrong_answers.py``;
-- ``("code", text)``: literal code;
+- ``("code", text)``: literal code (or, in a written answer's markdown cell, text);
 - a cell not named keeps the released stub (nbgrader's "YOUR CODE HERE" placeholder).
 
 ``attnkit samples`` rewrites ``autograder/samples/<a>/<student>/<a>.ipynb``; a test checks that the
@@ -67,7 +67,7 @@ RECIPES["a1_attention_basics"]["hostile"] = {
 }
 
 _A2_ANSWERS = ["window_masks", "strided_global_masks", "sliding_window", "longformer", "bigbird",
-               "xl_step"]
+               "bigbird_random", "xl_step"]
 
 RECIPES["a2_sparse_patterns"] = {
     "full": {cell: "solution" for cell in _A2_ANSWERS},
@@ -77,6 +77,10 @@ RECIPES["a2_sparse_patterns"] = {
     "partial": {
         "window_masks": "solution", "strided_global_masks": ("wrong", 3), "sliding_window": ("wrong", 5),
         "longformer": "solution", "bigbird": ("wrong", 12), "xl_step": "solution",
+        # a written answer that is half there (graded by hand: no file of manual grades, so the
+        # demo shows a2's written answers still pending)
+        "bigbird_random": ("code", "The random blocks let each token see a few far-away tokens, so "
+                                   "it gets more context than the window alone gives it."),
     },
     # The first answer cell raises on import; the later parts do not use the masks and still count.
     "crash_early": {
@@ -87,8 +91,8 @@ RECIPES["a2_sparse_patterns"] = {
     },
 }
 
-_A3_ANSWERS = ["linformer", "flops_by_order", "linear_attention", "causal_linear", "linear_step",
-               "positive_features", "orthogonal_features"]
+_A3_ANSWERS = ["linformer", "linformer_queries", "flops_by_order", "linear_attention", "causal_linear",
+               "linear_step", "positive_features", "orthogonal_features"]
 
 RECIPES["a3_low_rank_and_kernels"] = {
     "full": {cell: "solution" for cell in _A3_ANSWERS},
@@ -99,6 +103,9 @@ RECIPES["a3_low_rank_and_kernels"] = {
         "linformer": "solution", "flops_by_order": "solution", "linear_attention": ("wrong", 5),
         "causal_linear": "solution", "linear_step": "solution", "positive_features": ("wrong", 11),
         "orthogonal_features": ("wrong", 16),
+        # half an answer; autograder/samples/a3_low_rank_and_kernels/manual_grades.csv gives it 0.5
+        "linformer_queries": ("code", "If we projected the queries too, attention would return fewer "
+                                      "rows than there are tokens."),
     },
     # The first answer cell raises on import; the parts that do not use Linformer still count.
     "crash_early": {
@@ -171,7 +178,32 @@ RECIPES["a6_gpu_kernels"] = {
     },
 }
 
-# Expected total scores (out of the assignment's maximum) for each sample.
+_A7_ANSWERS = ["span_corrupt", "finetune_example", "baseline", "evaluation", "experiment", "variant",
+               "written_pretraining", "written_baseline_bias", "written_value_matrix", "written_variant"]
+
+RECIPES["a7_capstone"] = {
+    "full": {cell: "solution" for cell in _A7_ANSWERS},
+    "blank": {},
+    # Span corruption, the fine-tuning example, predict and the experiment right; ties in the
+    # baseline go to the alphabetically first city, accuracy ignores case, the "variant" is dense.
+    # One written answer, half there (manual_grades.csv gives it 1 of 2); the others left blank.
+    "partial": {
+        "span_corrupt": "solution", "finetune_example": "solution", "baseline": ("wrong", 8),
+        "evaluation": ("wrong", 10), "experiment": "solution", "variant": ("wrong", 18),
+        "written_pretraining": ("code", "Pretraining lets the model read the biographies of every person, "
+                                        "so it has seen the held-out people before the questions."),
+    },
+    # The first answer cell raises on import: everything that pretrains (parts 5 and 6) fails with it;
+    # the fine-tuning example, the baseline and the evaluation still count.
+    "crash_early": {
+        **{cell: "solution" for cell in _A7_ANSWERS},
+        "span_corrupt": ("code", "from my_datasets import corrupt  # a file that was not submitted\n\n"
+                                 "def span_corrupt(tokens, *, block, rng):\n    return corrupt(tokens, block, rng)\n"),
+    },
+}
+
+# Expected total scores (out of the assignment's maximum) for each sample, after autograding: a
+# written answer (graded by hand) counts 0 until a person scores it.
 EXPECTED: dict[str, dict[str, float]] = {
     "a1_attention_basics": {"full": 12.0, "blank": 0.0, "partial": 7.0, "crash_early": 5.0,
                             "hostile": 11.0, "malformed": 12.0},
@@ -180,6 +212,14 @@ EXPECTED: dict[str, dict[str, float]] = {
     "a4_content_based": {"full": 16.0, "blank": 0.0, "partial": 7.0, "crash_early": 8.0},
     "a5_learnable_window": {"full": 12.0, "blank": 0.0, "partial": 6.0, "crash_early": 6.0},
     "a6_gpu_kernels": {"full": 19.0, "blank": 0.0, "partial": 9.0, "crash_early": 16.0},
+    "a7_capstone": {"full": 14.0, "blank": 0.0, "partial": 10.0, "crash_early": 5.0},
+}
+
+# The totals once the samples' ``manual_grades.csv`` is entered (``attnkit demo`` does it; the
+# same scores through ``attnkit manual --run DIR import``).
+EXPECTED_WITH_MANUAL: dict[str, dict[str, float]] = {
+    "a3_low_rank_and_kernels": {"full": 16.0, "blank": 0.0, "partial": 7.5, "crash_early": 14.0},
+    "a7_capstone": {"full": 20.0, "blank": 0.0, "partial": 11.0, "crash_early": 11.0},
 }
 
 _SOLUTION_RE = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?",

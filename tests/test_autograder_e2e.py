@@ -1,6 +1,8 @@
 """The real pipeline on the real assignments: `attnkit grade` on the bundled sample submissions
-gives the expected totals, the full solution gets full marks on every grade cell and the blank
-release zero on every grade cell; the committed student notebooks and samples are up to date."""
+gives the expected totals, the full solution gets full marks on every autograded cell and the
+blank release zero on every grade cell; the written answers (graded by hand) of the samples that
+wrote one are pending, not scored, until the samples' ``manual_grades.csv`` is entered (as
+``attnkit demo`` does); the committed student notebooks and samples are up to date."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +15,7 @@ import pytest
 
 from autograder.notebooks import ASSIGNMENTS, ROOT, assignment_names, comparable
 from autograder.release import release_notebook
-from autograder.samples import EXPECTED, RECIPES, build_sample, sample_path
+from autograder.samples import EXPECTED, EXPECTED_WITH_MANUAL, RECIPES, build_sample, sample_path
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +55,15 @@ def test_grading_the_samples(name, tmp_path):
     per_student = {}
     for row in cells:
         per_student.setdefault(row["student"], []).append(row)
-    assert per_student["full"] and all(float(r["score"]) == float(r["max_score"]) for r in per_student["full"]), \
-        "the full solution lost points on some grade cell"
-    assert all(float(r["score"]) == 0 for r in per_student["blank"]), "the blank release scored on some grade cell"
+    written = {gid for gid, _ in _manual_cells(name)}
+    for row in per_student["full"]:  # a written answer waits for a person: no score, not 0
+        assert (row["grading"], row["score"]) == (("pending", "") if row["grade_id"] in written else
+                                                  ("auto", row["max_score"])), row
+    assert all(float(r["score"]) == 0 and r["grading"] == "auto" for r in per_student["blank"]), \
+        "the blank release scored on some grade cell (an answer left as released scores 0 at once)"
     assert len(per_student["blank"]) == len(per_student["full"]) > 0
+    pending = {row["student_id"]: int(row["needs_manual_grade"]) for row in _read_csv(out / "grades.csv")}
+    assert pending["full"] == len(written) and pending["blank"] == 0, pending
 
     for student in EXPECTED[name]:
         assert list((out / "feedback" / student).glob("*.html")), f"no feedback for {student}"
@@ -77,9 +84,47 @@ def test_grading_the_samples(name, tmp_path):
     if "malformed" in EXPECTED[name]:  # repaired and graded, but a deleted test is worth a look
         assert "**malformed**" in flagged and "was deleted by the student" in flagged, flagged
 
-    # A second run on the same folder is safe: same grades, no duplicates.
+    if written:
+        assert "## Needs manual grading" in report and "| by hand |" in report
+    expected = EXPECTED[name]
+    manual = ROOT / "autograder" / "samples" / name / "manual_grades.csv"
+    if manual.exists():  # the demo's TA: the same command an instructor runs
+        entered = subprocess.run([sys.executable, "-m", "autograder.cli", "manual", "--run", str(out),
+                                  "import", str(manual)], capture_output=True, text=True, timeout=300,
+                                 cwd=tmp_path)
+        assert entered.returncode == 0, entered.stdout[-3000:] + entered.stderr[-3000:]
+        expected = EXPECTED_WITH_MANUAL[name]
+        totals = {row["student_id"]: float(row["score"]) for row in _read_csv(out / "grades.csv")}
+        assert totals == pytest.approx(expected), f"grades.csv totals after the manual grades {totals}"
+        cells = {(r["student"], r["grade_id"]): r for r in _read_csv(out / "cell_scores.csv")}
+        for row in _read_csv(manual):
+            assert cells[(row["student"], row["grade_id"])]["grading"] == "manual", row
+            assert float(cells[(row["student"], row["grade_id"])]["score"]) == float(row["score"]), row
+
+    # A second run on the same folder is safe: same grades (manual ones kept), no duplicates.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _read_csv(out / "grades.csv")
     assert sorted(r["student_id"] for r in rows) == sorted(EXPECTED[name])
-    assert {r["student_id"]: float(r["score"]) for r in rows} == pytest.approx(EXPECTED[name])
+    assert {r["student_id"]: float(r["score"]) for r in rows} == pytest.approx(expected)
+
+
+def _manual_cells(name):
+    """(grade_id, points) of the written answers of assignment ``name``, graded by hand."""
+    nb = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
+    return [(c.metadata["nbgrader"]["grade_id"], c.metadata["nbgrader"]["points"]) for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")]
+
+
+@pytest.mark.parametrize("name", assignment_names())
+def test_written_answers_are_markdown_released_blank(name):
+    """A written answer is a markdown cell graded by hand (1-2 points), released as nbgrader's
+    ``YOUR ANSWER HERE``, with a model answer in the source; the full sample answers it."""
+    nb = nbformat.read(str(ASSIGNMENTS / name / f"{name}.ipynb"), as_version=4)
+    for gid, points in _manual_cells(name):
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+        assert cell.cell_type == "markdown" and cell.source == "YOUR ANSWER HERE", gid
+        assert 1 <= points <= 2 and cell.metadata["nbgrader"]["task"] is False, gid
+        if name in RECIPES:
+            assert RECIPES[name]["full"].get(gid) == "solution", f"the full sample of {name} does not answer {gid}"
+            assert gid not in RECIPES[name]["blank"]

@@ -160,6 +160,29 @@ def test_grade_cells(name, kind, wrong):
         assert not wrongly_passed, f"wrong answer ({wrong['why']}) passes {wrongly_passed}"
 
 
+@pytest.mark.parametrize("name", assignment_names())
+def test_written_answers_need_a_human(name):
+    """A written answer (markdown, grade + solution) never runs in the kernel above and is never
+    scored automatically: nbgrader's own rule (``determine_grade``) leaves an answered one pending
+    (no score) and scores only an answer left as released, 0."""
+    from nbgrader.preprocessors import ComputeChecksums
+    from nbgrader.utils import determine_grade
+
+    source = read_source(solution_source(name))
+    written = [c for c in source.cells if _is_grade_cell(c) and c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+    assert all(c.cell_type == "markdown" for c in written), f"{name}: a graded answer cell that is code"
+    blank, _ = ClearSolutions().preprocess(copy.deepcopy(source), {})
+    blank, _ = ComputeChecksums().preprocess(blank, {})  # as generate_assignment stores them
+    blank_cells = {_grade_id(c): c for c in blank.cells}
+    for cell in written:
+        released = blank_cells[_grade_id(cell)]
+        assert released.source == "YOUR ANSWER HERE", released.source
+        assert determine_grade(released) == (0, float(cell.metadata["nbgrader"]["points"]))
+        answered = copy.deepcopy(released)
+        answered.source = cell.source  # the model answer, in place of the stub
+        assert determine_grade(answered)[0] is None, f"{name}: {_grade_id(cell)} was scored automatically"
+
+
 def test_every_answer_cell_has_a_wrong_answer():
     """Each solution cell is exercised by at least one plausible wrong answer."""
     for name in assignment_names():

@@ -23,7 +23,8 @@
 # `raise NotImplementedError()` line) and run the test cell after it. When you submit, the
 # autograder runs the same cells with hidden tests on fresh inputs; efficiency is graded with
 # deterministic checks (largest tensor allocated, FLOPs) and one speed measurement against the
-# dense reference, timed in the same process.
+# dense reference, timed in the same process. The cell that says `YOUR ANSWER HERE` (part 7b)
+# takes a short written answer, in Markdown; it is graded by hand after the autograder has run.
 #
 # Conventions (as in assignment 1): tensors are `(B, H, N, D)`; a **mask function** is
 # `mask_mod(b, h, q_idx, kv_idx) -> bool tensor`, True where query `q_idx` may see key `kv_idx`
@@ -39,6 +40,7 @@
 # | 5 | ... and at least 3× faster than dense | 2 |
 # | 6 | Longformer: window + global tokens | 2 |
 # | 7 | BigBird: window + global + seeded random blocks | 2 |
+# | 7b | written: what BigBird's random blocks buy | 1 |
 # | 8 | a Transformer-XL memory step | 2 |
 #
 # You may use `torch.softmax`, `torch.logsumexp` and anything in `torch`, but not
@@ -442,6 +444,27 @@ q, k, v = grading.random_qkv(1, 2, 1024, 8, seed=70, dtype=torch.float32)
 _ = grading.check_largest_intermediate(bigbird_attention, q, k, v, 32, 1, 1, 2, 0, max_elements=2 * 2 * 32 * 1024,
                                        name="bigbird_attention at N=1024, block=32")
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Part 7b (written, 1 point): what do the random blocks buy?
+#
+# BigBird already has a window and global blocks. In the cell below, explain in a few sentences
+# what the `random_blocks` add that those two do not: think of attention as a graph (an edge
+# where a query may see a key) and of how many layers information needs to travel between two
+# distant tokens, and what the cost per layer is. (This cell is graded by hand: replace
+# `YOUR ANSWER HERE` with your answer, in Markdown.)
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "bigbird_random", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# ### BEGIN SOLUTION
+# With a window alone, information moves about one window per layer, so two tokens $N$ apart
+# need $\sim N/w$ layers to interact. Global blocks shorten every path to two hops, but all of
+# those paths go through the same few global tokens, a bottleneck. Random blocks turn the
+# attention graph into something close to a random (expander) graph: any two tokens are joined by
+# a short path of $O(\log N)$ hops, and by many different ones, so information mixes across the
+# whole sequence in a few layers without a bottleneck. They cost only $r$ extra blocks per row,
+# so a layer stays $O(N)$ in time and memory (and block-sparse, which GPUs run well); the BigBird
+# paper uses them, with the global tokens, to keep the expressive power of full attention.
+# ### END SOLUTION
 
 # %% [markdown]
 # ## Part 8: a Transformer-XL memory step (2 points)

@@ -29,6 +29,7 @@
 # | part | what | points |
 # | --- | --- | --- |
 # | 1 | Linformer attention | 2 |
+# | 1b | written: why Linformer summarises keys and values, not queries | 1 |
 # | 2 | FLOPs of the two multiplication orders | 1 |
 # | 3 | linear attention (elu + 1 features) | 2 |
 # | 4 | causal linear attention in O(N·D²) memory | 2 |
@@ -38,7 +39,8 @@
 # | 8 | linear attention at least 5× faster than dense at N = 4096 | 2 |
 #
 # Do not use `attnkit`'s implementations of these methods in your answers (the tests use them
-# as references); anything in `torch` is fine.
+# as references); anything in `torch` is fine. The cell that says `YOUR ANSWER HERE` (part 1b) takes
+# a short written answer, in Markdown; it is graded by hand after the autograder has run.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -62,8 +64,7 @@ from attnkit import dense_attention, grading
 # $$\mathrm{out} = \mathrm{softmax}\!\left(\frac{Q\,(E K)^\top}{\sqrt D}\right) (F V),
 # \qquad Q: N \times D,\; EK: k \times D,\; FV: k \times D_v .$$
 #
-# The scores are $N \times k$. (Projecting the *queries* instead would give $k$ outputs, not $N$:
-# every position needs its own output row, so only keys and values can be summarised.)
+# The scores are $N \times k$. Notice what is *not* projected: the queries (part 1b asks why).
 
 # %% nbgrader={"grade": false, "grade_id": "linformer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def linformer_attention(q, k, v, E, F):
@@ -109,6 +110,26 @@ for kp in (4, 16, 64, 256):
     errors.append((linformer_attention(q_low, k_low, v_low, pool, pool) - exact).abs().max().item())
 assert errors[0] > errors[1] > errors[2] > errors[3] - 1e-12, f"error vs k should fall: {errors}"
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Part 1b (written, 1 point): why not summarise the queries?
+#
+# Linformer replaces the $N$ keys and values by $k$ "representative" rows, but keeps all $N$
+# queries. In the cell below, explain in a few sentences why projecting the queries in the same
+# way would not work for a Transformer layer, and name a task where a few representative
+# queries *would* be enough. (This cell is graded by hand: replace `YOUR ANSWER HERE` with your
+# answer, in Markdown.)
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "linformer_queries", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# ### BEGIN SOLUTION
+# Attention produces **one output row per query**: with $k$ projected queries the layer would
+# return $k$ rows instead of $N$, so the positions would lose their own representation and the
+# next layer (or a per-token output such as tagging or language modelling) would have nothing to
+# work with. Keys and values are only *read*, through the weighted sum: summarising them changes
+# what each query can look at (a low-rank approximation of the attention matrix), not how many
+# answers come out. When the task needs a single output per sequence (classifying a whole
+# sentence from a pooled vector), a few representative queries would be enough.
+# ### END SOLUTION
 
 # %% [markdown]
 # ## Part 2: the order of multiplication (1 point)
