@@ -813,9 +813,7 @@ print(f"one core of this CPU, extrapolated from N = {rows[-1][0]} along N²: "
 # | 7 | Beyond attention: mix tokens without query–key scores | Synthesizer, FNet, gMLP, MLP-Mixer |
 # | 8 | Learnable windows: let the model choose how far to look | a differentiable bell-curve window |
 # | 9 | Attention on the GPU: move fewer bytes, skip empty tiles | online softmax, FlashAttention tiling, FlexAttention, a Triton window kernel |
-#
-# One chapter is still to be written: a long-range benchmark that trains every variant on the
-# same tasks.
+# | 10 | The long-range benchmark: every variant trained on the same tasks; what pretraining knows | ListOps, recall and copy at long range; the birth-place experiment with span corruption |
 #
 # Every chapter uses the tools of this one: `attnkit.dense_attention` as the reference to check
 # against, mask functions to describe patterns, `MultiHeadAttention` to host the variant, and

@@ -27,7 +27,7 @@ def test_course_notebook_executes(source, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
          "--nbval-current-env", "--nbval-cell-timeout=600", str(nb_path)],
-        cwd=source.parent, capture_output=True, text=True, timeout=900)
+        cwd=source.parent, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{source.name} failed to execute:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
 
 
