@@ -34,7 +34,7 @@
 # | 4a | accuracy (exact match) | 1 |
 # | 4b | greedy answers from the model | 2 |
 # | 5a | the pretraining and fine-tuning loops (exact losses) | 2 |
-# | 5b | the experiment: pretrained beats the baseline, no pretraining does not | 3 |
+# | 5b | the experiment: pretraining helps (above no pretraining, not below the baseline); no pretraining stays near the baseline | 3 |
 # | 6 | an efficient causal variant in the model, pretrained | 2 |
 # | 7 | written answers (graded by hand): why pretraining helps, the baseline and bias, a value matrix, your variant | 6 |
 #
