@@ -107,7 +107,7 @@ def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str) 
     if html.exists():
         feedback.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(html, feedback)
-    gbk.store(db_url, assignment, res.student, graded.record)
+    gbk.store(db_url, assignment, res.student, graded.record, flagged=res.flagged)
     return res
 
 

@@ -6,10 +6,18 @@ never duplicate or lose a grade. nbgrader's own ``update_or_create`` calls keep 
 (student, grade cell) however often a submission is autograded.
 
 ``grades.csv`` is what ``nbgrader export`` writes (its CSV plugin, filtered to this
-assignment and these students) plus three columns: ``status`` (``graded`` or ``failed``),
-``notes`` (the one-line reason or what went wrong in the notebook) and ``needs_manual_grade``
-(how many of the student's written answers still wait for a person). A failed submission has
-no submission in the gradebook, so nbgrader's export gives it 0.
+assignment and these students) plus four columns: ``status`` (``graded`` or ``failed``, with
+``+flagged`` when the submission needs a person's look, as in the printed table), ``notes`` (the
+one-line reason or what went wrong in the notebook), ``flags`` (why it is flagged: tampering the
+guard saw, tests the student edited, ...; ``; ``-separated) and ``needs_manual_grade`` (how many
+of the student's written answers still wait for a person). A failed submission has no
+submission in the gradebook, so nbgrader's export gives it 0. ``cell_scores.csv`` has a
+``flags`` column too: the flags that name that grade cell.
+
+Flags also go into the gradebook: nbgrader's ``flagged`` mark of the submitted notebook, which
+formgrader shows and lets a person clear or set. Each autograde sets it anew from what the
+grader found (:func:`store`); a notebook flagged by a person and not by the grader is exported
+with the flag ``flagged in the gradebook`` (:func:`flagged`).
 
 Parallel and distributed grading (``dispatch.py``) autograde each submission against a scratch
 gradebook of its own; :func:`read_submission` packs what autograde wrote there into a dict and
@@ -41,9 +49,9 @@ from .config import COURSE_ID
 EXPORT_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name",
                   "first_name", "email", "raw_score", "late_submission_penalty", "score",
                   "max_score"]
-GRADE_COLUMNS = EXPORT_COLUMNS + ["status", "notes", "needs_manual_grade"]
+GRADE_COLUMNS = EXPORT_COLUMNS + ["status", "notes", "flags", "needs_manual_grade"]
 CELL_COLUMNS = ["student", "grade_id", "score", "max_score", "auto_score", "manual_score",
-                "grading"]
+                "grading", "flags"]
 
 
 @dataclass
@@ -63,6 +71,7 @@ class CellScore:
     auto_score: float | None = None
     manual_score: float | None = None
     grading: str = "auto"
+    flags: str = ""  # the student's flags that name this grade cell ("; "-separated)
 
     @property
     def pending(self) -> bool:
@@ -108,9 +117,12 @@ def read_submission(db_url: str, assignment: str, student: str) -> dict:
         return {"timestamp": stamp, "notebooks": notebooks}
 
 
-def store(db_url: str, assignment: str, student: str, record: dict | None) -> None:
+def store(db_url: str, assignment: str, student: str, record: dict | None, *,
+          flagged: bool = False) -> None:
     """Write ``record`` (from :func:`read_submission`) as ``student``'s submission, atomically.
 
+    ``flagged``: the grader flagged the submission for review; it sets nbgrader's ``flagged``
+    mark of every notebook of the submission (cleared when False: each autograde decides anew).
     ``record`` None: the student exists and has no submission (it exports as 0). Everything
     happens in one session and one commit; any error rolls all of it back. An existing
     submission is updated in place (one row per student and grade cell, however often).
@@ -159,6 +171,7 @@ def store(db_url: str, assignment: str, student: str, record: dict | None) -> No
                             "grades": {g.name: {"auto_score": 0, "needs_manual_grade": False}
                                        for g in nb.grades}}
                 nb.late_submission_penalty = data["late_submission_penalty"]
+                nb.flagged = bool(flagged)
                 for grade in nb.grades:
                     auto = data["grades"].get(grade.name, {}).get("auto_score")
                     grade.auto_score = auto
@@ -184,6 +197,22 @@ def has_assignment(db_url: str, assignment: str, student: str | None = None) -> 
         except MissingEntry:
             return False
         return True
+
+
+def flagged(db_url: str, assignment: str, students: list[str]) -> set[str]:
+    """The students whose submission of ``assignment`` has a notebook flagged in the gradebook
+    (by the grader, or by a person in formgrader)."""
+    from nbgrader.api import MissingEntry
+    marked = set()
+    with _gradebook(db_url) as gb:
+        for student in students:
+            try:
+                submission = gb.find_submission(assignment, student)
+            except MissingEntry:
+                continue
+            if any(nb.flagged for nb in submission.notebooks):
+                marked.add(student)
+    return marked
 
 
 def cell_scores(db_url: str, assignment: str, students: list[str],

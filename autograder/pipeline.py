@@ -41,6 +41,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from .job import StudentResult
 from .limits import Limits
 from .notebooks import solution_source
 from .release import PipelineError, generate_assignment, grade_ids, stage_course
+from .report import status as report_status
 from .report import write_report
 from .sandbox import probe
 from .submissions import Submission, collect
@@ -168,8 +170,9 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
             run.cells = gbk.cell_scores(course.db_url, assignment, students,
                                         [g for g, _ in course.parts])
             rows = gbk.export_rows(course.db_url, assignment, students)
+            marked = gbk.flagged(course.db_url, assignment, students)
         run.seconds = time.perf_counter() - begin
-        _export(run, rows)
+        _export(run, rows, marked)
     return run
 
 
@@ -213,9 +216,10 @@ def export(out: Path, run: GradeRun | None = None) -> GradeRun:
             students = [r.student for r in run.results]
             run.cells = gbk.cell_scores(db_url, assignment, students, [g for g, _ in parts])
             rows = gbk.export_rows(db_url, assignment, students)
+            marked = gbk.flagged(db_url, assignment, students)
         if fresh:
             run.seconds = time.perf_counter() - begin
-        _export(run, rows)
+        _export(run, rows, marked)
     return run
 
 
@@ -322,6 +326,13 @@ def _grade_all(course: _Course, todo: list[Submission], workers: int, scheduler:
     yield from dispatch.results(stage, todo, workers=workers, scheduler=scheduler)
 
 
+def cell_flags(flags: list[str], grade_id: str) -> list[str]:
+    """The flags that name the grade cell ``grade_id`` (as a whole word: ``test_a`` is not
+    ``test_ab``)."""
+    word = re.compile(rf"(?<![\w]){re.escape(grade_id)}(?![\w])")
+    return [f for f in flags if word.search(f)]
+
+
 def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -> None:
     """Fill in the total score from the gradebook (0 for a failed submission)."""
     res.max_score = max_score
@@ -329,16 +340,27 @@ def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -
     res.score = sum(c.score or 0.0 for c in cells)
 
 
-def _export(run: GradeRun, rows: list[dict]) -> None:
-    """Write ``grades.csv`` (nbgrader's export of ``rows`` plus each student's status and notes),
-    ``cell_scores.csv`` and the report into ``run.out``."""
+# The flag of a submission that a person flagged in formgrader (the grader found nothing).
+FLAGGED_BY_HAND = "flagged in the gradebook"
+
+
+def _export(run: GradeRun, rows: list[dict], marked: set[str] = frozenset()) -> None:
+    """Write ``grades.csv`` (nbgrader's export of ``rows`` plus each student's status, notes and
+    flags), ``cell_scores.csv`` (with the flags that name each cell) and the report into
+    ``run.out``. ``marked``: students whose submission is flagged in the gradebook."""
     by_student = {r.student: r for r in run.results}
+    for r in run.results:
+        if r.student in marked and not r.flags:
+            r.flags = [FLAGGED_BY_HAND]
     pending = {}
     for cell in run.cells:
         pending[cell.student] = pending.get(cell.student, 0) + cell.pending
+        cell.flags = "; ".join(cell_flags(by_student[cell.student].flags, cell.grade_id))
     for row in rows:
-        row["status"] = by_student[row["student_id"]].status
-        row["notes"] = by_student[row["student_id"]].notes
+        res = by_student[row["student_id"]]
+        row["status"] = report_status(res)
+        row["notes"] = res.notes
+        row["flags"] = "; ".join(res.flags)
         row["needs_manual_grade"] = pending.get(row["student_id"], 0)
     gbk.write_csv(run.out / "grades.csv", gbk.GRADE_COLUMNS, rows)
     gbk.write_csv(run.out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])

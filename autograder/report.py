@@ -58,7 +58,7 @@ def format_table(run) -> str:
     """The grade table printed by the CLI (a ``by hand`` column when there are written answers)."""
     manual = bool(getattr(run, "manual", None))
     rows = [("student", "score", "max", "status") + (("by hand",) if manual else ()) + ("notes",)]
-    rows += [(r.student, f"{r.score:g}", f"{r.max_score:g}", _status(r))
+    rows += [(r.student, f"{r.score:g}", f"{r.max_score:g}", status(r))
              + ((by_hand(run, r.student),) if manual else ()) + (_notes(r),)
              for r in run.results]
     n = len(rows[0]) - 1
@@ -93,7 +93,7 @@ def by_hand(run, student: str) -> str:
     return ", ".join(words) or "done"
 
 
-def _status(r) -> str:
+def status(r) -> str:
     """``graded`` / ``failed``, with ``+flagged`` when the grader found tampering to look at."""
     return r.status + ("+flagged" if getattr(r, "flags", None) else "")
 
@@ -230,7 +230,7 @@ def write_markdown(run, plots) -> Path:
     for r in run.results:
         notes = _notes(r).replace("|", "\\|")
         hand = f" {by_hand(run, r.student)} |" if manual else ""
-        lines.append(f"| {r.student} | {r.score:g} | {r.max_score:g} | {_status(r)} |{hand} {notes} |")
+        lines.append(f"| {r.student} | {r.score:g} | {r.max_score:g} | {status(r)} |{hand} {notes} |")
     todo = pending_by_student(run)
     if todo:
         lines += ["", "## Needs manual grading", "",
@@ -269,7 +269,7 @@ def write_html(run, plots) -> Path:
     rows = "".join(
         f"<tr class='{r.status}{' flagged' if getattr(r, 'flags', None) else ''}'>"
         f"<td>{name(r)}</td><td class='num'>{r.score:g}</td>"
-        f"<td class='num'>{r.max_score:g}</td><td>{_status(r)}</td>"
+        f"<td class='num'>{r.max_score:g}</td><td>{status(r)}</td>"
         + (f"<td>{esc(by_hand(run, r.student))}</td>" if manual else "")
         + f"<td>{esc(_notes(r))}</td></tr>"
         for r in run.results)

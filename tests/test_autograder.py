@@ -66,9 +66,10 @@ ANSWERS = {  # student -> the code of the answer cell
     "dies": "import faulthandler\nfaulthandler._sigsegv()\n",  # the kernel crashes: skipped, re-run
     "loose": "def square(x):\n    return abs(x) * 3\n",  # passes 3*3 == 9, fails the hidden test
     "zipped": "def square(x):\n    return x ** 2\n",
+    "tamper": "def square(x):\n    return x * x\n",  # and the test cell emptied: restored, flagged
 }
 EXPECTED = {"correct": 3.0, "blank": 0.0, "malformed": 0.0, "missing": 0.0, "early": 0.0,
-            "slow": 3.0, "dies": 0.0, "loose": 1.0, "zipped": 3.0}
+            "slow": 3.0, "dies": 0.0, "loose": 1.0, "zipped": 3.0, "tamper": 3.0}
 TIMEOUT = 4
 
 
@@ -76,6 +77,14 @@ def _with_answer(student_version: Path, code: str) -> nbformat.NotebookNode:
     nb = nbformat.read(str(student_version), as_version=4)
     cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "square")
     cell.source = code
+    return nb
+
+
+def _tampered(student_version: Path) -> nbformat.NotebookNode:
+    """The correct answer, with the visible test replaced by ``pass`` (the grader restores it)."""
+    nb = _with_answer(student_version, ANSWERS["tamper"])
+    test = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_square")
+    test.source = "pass"
     return nb
 
 
@@ -101,6 +110,8 @@ def submissions(student_version) -> Path:
         nbformat.write(_with_answer(student_version, ANSWERS[student]), str(subs / student / "toy.ipynb"))
     (subs / "blank").mkdir()
     shutil.copyfile(student_version, subs / "blank" / "toy.ipynb")
+    (subs / "tamper").mkdir()
+    nbformat.write(_tampered(student_version), str(subs / "tamper" / "toy.ipynb"))
     (subs / "malformed").mkdir()
     (subs / "malformed" / "toy.ipynb").write_text('{"cells": [')
     (subs / "missing").mkdir()
@@ -200,6 +211,52 @@ def test_grades_csv_has_expected_scores_and_status(graded):
     assert "timed out in cell 'square'" in rows["slow"]["notes"]
     assert "1 of 2 grade cells failed" in rows["loose"]["notes"]
     assert "graded my answers.ipynb" in rows["zipped"]["notes"]
+
+
+@pytest.mark.slow
+def test_flags_reach_the_export_and_the_gradebook(graded):
+    """Every flag of the report is in grades.csv (``status`` graded+flagged, ``flags``), in
+    cell_scores.csv for the cell it names, and in the gradebook (nbgrader's ``flagged``); a
+    notebook a person flags in formgrader is exported as flagged too."""
+    from nbgrader.api import Gradebook
+
+    from autograder.pipeline import FLAGGED_BY_HAND, export
+
+    run, out = graded
+    rows = {r["student_id"]: r for r in gbk.read_csv(out / "grades.csv")}
+    flagged = {r.student: r.flags for r in run.results if r.flags}
+    assert list(flagged) == ["tamper"], flagged
+    assert rows["tamper"]["status"] == "graded+flagged"
+    assert "'test_square' was edited by the student" in rows["tamper"]["flags"]
+    assert rows["tamper"]["flags"] == "; ".join(flagged["tamper"])
+    assert all(rows[s]["flags"] == "" and "+flagged" not in rows[s]["status"] for s in rows if s != "tamper")
+    report = (out / "report.md").read_text()
+    for flag in flagged["tamper"]:  # what the report lists is what the export carries
+        assert flag in report and flag in rows["tamper"]["flags"]
+    cells = {(r["student"], r["grade_id"]): r["flags"] for r in gbk.read_csv(out / "cell_scores.csv")}
+    assert "edited by the student" in cells[("tamper", "test_square")]
+    assert cells[("tamper", "test_noisy")] == "" and cells[("correct", "test_square")] == ""
+    db = f"sqlite:///{out / 'gradebook.db'}"
+    assert gbk.flagged(db, "toy", list(EXPECTED)) == {"tamper"}
+    before = {name: (out / name).read_bytes() for name in ("grades.csv", "cell_scores.csv")}
+
+    def mark(student: str, value: bool) -> None:  # what formgrader's flag button does
+        with Gradebook(db, "attnkit") as gb:
+            for nb in gb.find_submission("toy", student).notebooks:
+                nb.flagged = value
+            gb.db.commit()
+
+    mark("correct", True)
+    try:
+        export(out)
+        rows = {r["student_id"]: r for r in gbk.read_csv(out / "grades.csv")}
+        assert rows["correct"]["status"] == "graded+flagged"
+        assert rows["correct"]["flags"] == FLAGGED_BY_HAND
+        assert "edited by the student" in rows["tamper"]["flags"]  # kept from state.json
+    finally:
+        mark("correct", False)
+        export(out)
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 @pytest.mark.slow

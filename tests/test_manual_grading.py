@@ -85,27 +85,30 @@ def graded(tmp_path_factory):
     shutil.copyfile(student, subs / "blank" / "toy.ipynb")
     out = root / "out"
     grade("toy", subs, out, source=toy, timeout=30, echo=lambda line: None)
+    # What autograding alone left, read now: later tests grade by hand in this folder, in any order.
+    AUTOGRADED.update(cells=_cells(out), totals=_totals(out), template=template_rows(out),
+                      md=(out / "report.md").read_text(), html=(out / "report.html").read_text())
     return toy, subs, out
+
+
+AUTOGRADED: dict = {}  # the exports right after autograding (filled by ``graded``)
 
 
 def test_written_answers_are_pending_after_autograding(graded):
     _, _, out = graded
-    # Before any manual grade (the order of the tests must not matter: skip once graded by hand).
-    cells = _cells(out)
-    if cells[("correct", "why")]["grading"] != "pending":
-        pytest.skip("already graded by hand in this session")
-    assert _totals(out) == {"correct": (2.0, 1), "wrong": (0.0, 1), "blank": (0.0, 0)}
+    cells = AUTOGRADED["cells"]  # read before any test graded by hand
+    assert AUTOGRADED["totals"] == {"correct": (2.0, 1), "wrong": (0.0, 1), "blank": (0.0, 0)}
     assert cells[("correct", "test_square")]["grading"] == "auto"
     for student in ("correct", "wrong"):
         row = cells[(student, "why")]
         assert row["score"] == "" and row["grading"] == "pending" and row["max_score"] == "2.0", row
     assert cells[("blank", "why")]["score"] == "0.0" and cells[("blank", "why")]["grading"] == "auto"
-    report = (out / "report.md").read_text()
+    report = AUTOGRADED["md"]
     assert "## Needs manual grading" in report and "- **correct**: why" in report
     assert "2 still need manual grading" in report and "provisional" in report
     assert "| correct | 2 | 4 | graded | 1 pending |" in report
-    assert "Needs manual grading" in (out / "report.html").read_text()
-    rows = template_rows(out)
+    assert "Needs manual grading" in AUTOGRADED["html"]
+    rows = AUTOGRADED["template"]
     assert [(r["student"], r["grade_id"], r["status"]) for r in rows] == [
         ("correct", "why", "pending"), ("wrong", "why", "pending")]
     assert rows[0]["answer"] == "The sign cancels out." and rows[0]["points"] == "2"
