@@ -23,14 +23,15 @@ help:
 	@echo "               CAPSTONE_ARGS=--quick: ~3 min)"
 	@echo "make gpu-check on a GPU machine: CUDA tests, GPU benchmark, grading --gpu; build/gpu-check/"
 
-# Debian packages the autograder uses: bubblewrap (the grading sandbox) and PostgreSQL (the
-# gradebook on a server; its tests start one on loopback). Installed with apt-get when missing
-# and we are root; otherwise say what to install (grading then refuses without --unsafe, and
-# the PostgreSQL tests are skipped).
-SYSDEPS := bwrap:bubblewrap pg_ctlcluster:postgresql
+# Debian packages the autograder uses: bubblewrap (the grading sandbox), PostgreSQL (the
+# gradebook on a server; its tests start one on loopback) and Chromium (the browser tests drive
+# it with Playwright; Playwright's own browser download is not used). Installed with apt-get when
+# missing and we are root; otherwise say what to install (grading then refuses without --unsafe,
+# and the PostgreSQL and browser tests are skipped).
+SYSDEPS := bwrap:bubblewrap pg_ctlcluster:postgresql chromium:chromium
 SYSSTAMP := $(VENV)/.sysdeps
 
-$(SYSSTAMP):
+$(SYSSTAMP): Makefile  # checked again when SYSDEPS changes (installs only what is missing)
 	@missing=""; for dep in $(SYSDEPS); do cmd=$${dep%%:*}; pkg=$${dep#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \

@@ -68,6 +68,12 @@ c.SandboxKernelManager.cpu_time = {cpu_time!r}  # CPU seconds per kernel
 c.SandboxKernelManager.file_size = {file_size!r}  # largest file written, bytes
 c.SandboxKernelManager.processes = {processes!r}  # processes + threads
 c.SandboxKernelManager.gpu = {gpu!r}  # bind /dev/nvidia* into the sandbox (attnkit grade --gpu)
+
+# The feedback and formgrader's pages carry MathJax inside (the math renders with no network)
+# and style their tables: attnkit's mathjax macro (autograder/templates/base/mathjax.html.j2,
+# autograder/pages.py) is found before nbconvert's; nbgrader's own templates as usual.
+c.HTMLExporter.extra_template_basedirs = {template_dirs!r}
+c.HTMLExporter.filters = {{"attnkit_mathjax": "autograder.pages.page_head"}}
 '''
 
 
@@ -84,11 +90,23 @@ def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
     manager = ("jupyter_client.manager.AsyncKernelManager" if unsafe
                else "autograder.sandbox.SandboxKernelManager")
     return _TEMPLATE.format(root=str(root), course_id=course_id, db_url=db_url,
+                            template_dirs=template_dirs(),
                             exchange=str(root / "exchange"),
                             kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern,
                             kernel_manager=manager, notebook_timeout=limits.notebook_timeout,
                             memory=limits.memory, cpu_time=limits.cpu_time,
                             file_size=limits.file_size, processes=limits.processes, gpu=bool(gpu))
+
+
+def template_dirs() -> list[str]:
+    """nbconvert template folders for nbgrader's pages: attnkit's (local MathJax) and nbgrader's
+    (its feedback and formgrade templates, which nbgrader adds only when none are configured)."""
+    import nbgrader
+
+    from .pages import TEMPLATES
+
+    return [str(TEMPLATES), str(Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
+                                / "templates")]
 
 
 def write_config(root: Path, **kwargs) -> Path:

@@ -46,17 +46,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
 from . import gradebook as gbk
 from .config import make_api, nbgrader_session
-from .job import (COURSE_FOLDERS, Graded, Stage, StudentResult, Task, feedback_page,
-                  grade_submission, write_files, write_staging_config)
+from .job import (COURSE_FOLDERS, TIMING_PHASES, Graded, Stage, StudentResult, Task,
+                  feedback_page, grade_submission, write_files, write_staging_config)
+from .pool import close_pools
 from .release import generate_assignment
 from .submissions import Submission
 
 WORK = "work"  # out/work: the parent's template and the local staging areas
+TIMINGS = "timings.csv"  # out/timings.csv: seconds per phase of each student graded by the run
 
 
 def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool = False,
@@ -80,6 +83,7 @@ def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool 
              for p in sorted((template / folder).rglob("*")) if p.is_file()}
     files["gradebook.db"] = (template / "gradebook.db").read_bytes()
     shutil.rmtree(work / "template", ignore_errors=True)
+    (Path(out) / TIMINGS).write_text(",".join(["student", "worker", *TIMING_PHASES]) + "\n")
     return Stage(assignment, config, files, list(parts), show_hidden,
                  str(work) if local else "")
 
@@ -97,6 +101,7 @@ def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str) 
     leaves the student out of ``state.json``, so the next run grades them again and replaces
     both (``gradebook.store`` updates rows in place: no duplicates).
     """
+    start = time.perf_counter()
     res = graded.result
     for folder in COURSE_FOLDERS:
         shutil.rmtree(root / folder / res.student / assignment, ignore_errors=True)
@@ -108,7 +113,20 @@ def commit(graded: Graded, root: Path, out: Path, assignment: str, db_url: str) 
         feedback.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(html, feedback)
     gbk.store(db_url, assignment, res.student, graded.record, flagged=res.flagged)
+    graded.timings["commit"] = round(time.perf_counter() - start, 3)
+    _write_timings(Path(out) / TIMINGS, graded)
     return res
+
+
+def _write_timings(path: Path, graded: Graded) -> None:
+    """Append the student's row to ``out/timings.csv`` (``prepare`` writes its header)."""
+    if not path.exists() or not graded.timings.get("total"):
+        return  # no header (nothing was staged), or a job that never ran
+    t = graded.timings
+    row = [graded.result.student, str(t.get("worker", "")),
+           *(f"{t[p]:.3f}" if p in t else "" for p in TIMING_PHASES)]
+    with open(path, "a") as f:
+        f.write(",".join(row) + "\n")
 
 
 def results(stage: Stage, subs: list[Submission], *, workers: int = 1,
@@ -118,15 +136,26 @@ def results(stage: Stage, subs: list[Submission], *, workers: int = 1,
     if scheduler:
         yield from _on_dask(stage, tasks, scheduler)
     elif workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield grade_submission(stage, task)
+        try:
+            for task in tasks:
+                yield grade_submission(stage, task)
+        finally:  # the kernel started ahead for a next student that will not come
+            close_pools()
     else:
         yield from _in_processes(stage, tasks, workers)
 
 
 def _worker_init() -> None:
-    """Local workers leave Ctrl-C to the parent (which then terminates them)."""
+    """Local workers leave Ctrl-C to the parent, which then terminates them: SIGTERM ends the
+    worker like an exit, so its kernels (the one in use and the one started ahead) are shut down
+    and their folders removed (``pool.py``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    sys.exit(128 + signum)
 
 
 def _in_processes(stage: Stage, tasks: list[Task], workers: int):

@@ -16,10 +16,16 @@ limit) or when a cell that ran past its time limit ignores the interrupt (a loop
 - the kernel runs in the sandbox (``sandbox.SandboxKernelManager``) unless the config names
   another ``kernel_manager_class`` (``attnkit grade --unsafe``: the plain kernel).
 
-What happened (restarts, skipped cells and why, cells not run) goes into
-``resources["attnkit_execution"]`` and into ``.attnkit-execution.json`` beside the autograded
-notebook (one entry per notebook), which the pipeline reads for its report. The kernel cannot
-forge it: the file is created before the kernel starts and the sandbox mounts it read-only.
+What happened (restarts, skipped cells and why, cells not run, the kernels used and the seconds
+spent starting them, in the guard's install cell, in the other cells and shutting them down)
+goes into ``resources["attnkit_execution"]`` and into ``.attnkit-execution.json`` beside the
+autograded notebook (one entry per notebook), which the pipeline reads for its report. The
+kernel cannot forge it: the kernel works in a scratch copy of the notebook's folder that never
+holds the records (``pool.py``).
+
+Kernels come from the process's pool (``pool.py``): started ahead, with the modules of
+``warm_imports`` imported while they boot, each used for one run and killed after it (a restart
+takes a fresh one).
 
 The in-kernel guard (``protect.py``) goes around every run: ``protect.prepare(nb, resources)`` on
 a fresh copy of the original notebook before executing, and ``protect.finish(nb, resources)``
@@ -37,11 +43,12 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert.preprocessors import ExecutePreprocessor
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Integer, Type, Unicode
+from traitlets import Integer, List, Type, Unicode
 
 from . import protect
 from .cells import grade_id
 from .limits import DEFAULT_LIMITS
+from .pool import kernel_pool
 from .sandbox import SandboxKernelManager
 
 SIDECAR = ".attnkit-execution.json"
@@ -74,11 +81,20 @@ class ResilientExecute(Execute):
         "timeout, the kernel ignored the interrupt").tag(config=True)
     sidecar = Unicode(
         SIDECAR, help="record file beside the autograded notebook").tag(config=True)
+    warm_imports = List(
+        Unicode(), ["attnkit.guard", "attnkit.measure", "numpy.testing", "torch.testing",
+                    "torch._dynamo", "torch._inductor.config", "sympy"],
+        help="modules a kernel imports while it boots (what the guard's install cell imports), "
+        "binding no name; the guard is still installed by the notebook's first cell").tag(config=True)
+    lookahead = Integer(
+        1, help="kernels started ahead of the next run in this process (pool.py); 0: each "
+        "kernel starts when its run begins").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         # Not Execute.__init__: it pins AsyncKernelManager over whatever the config says.
         ExecutePreprocessor.__init__(self, *args, **kwargs)
         self._deadline: float | None = None
+        self.kernels: list[dict] = []  # pid and uid of the kernel of each run (restarts included)
 
     # ------------------------------------------------------------------ the whole notebook
 
@@ -98,9 +114,11 @@ class ResilientExecute(Execute):
         record = {"sandboxed": issubclass(self.kernel_manager_class, SandboxKernelManager),
                   "restarts": 0, "skipped": [], "not_run": 0, "timed_out": False,
                   "notebook_timeout": self.notebook_timeout}
+        timings: dict[str, float] = {}
+        self.kernels = []
         while True:
             work = protect.prepare(copy.deepcopy(original), resources)
-            failure = self._run(work, resources, skip, km)
+            failure = self._run(work, resources, skip, km, timings)
             if failure is None:
                 break
             index, ename, why = failure
@@ -123,6 +141,8 @@ class ResilientExecute(Execute):
         record["timed_out"] = any("notebook ran past" in o.get("evalue", "")
                                   for c in work.cells for o in c.get("outputs", []))
         record["seconds"] = round(time.monotonic() - start, 2)
+        record["timings"] = timings
+        record["kernels"] = self.kernels
         for cell in work.cells:
             cell.metadata.pop(_KEY, None)
         work = protect.finish(work, resources)
@@ -133,19 +153,44 @@ class ResilientExecute(Execute):
         nb.update(work)
         return nb, resources
 
-    def _run(self, work: NotebookNode, resources: dict, skip: dict, km=None):
+    def _run(self, work: NotebookNode, resources: dict, skip: dict, km=None, timings=None):
         """Execute ``work`` in a fresh kernel; ``None``, or (original index, ename, why) of the
-        cell that killed the kernel or ignored the interrupt (the kernel is then shut down)."""
+        cell that killed the kernel or ignored the interrupt (the kernel is then shut down).
+
+        The kernel comes from this process's pool (``pool.py``: started ahead, used once) unless
+        ``km`` is given; ``timings`` (phase -> seconds) gets this run's time added."""
         from nbclient import NotebookClient
+
+        timings = timings if timings is not None else {}
+        clock = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[phase] = round(timings.get(phase, 0.0) + now - clock, 3)
+            clock = now
 
         NotebookClient.__init__(self, work, km)  # what ExecutePreprocessor.preprocess does
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
+        folder = (resources.get("metadata") or {}).get("path") or None
+        lease = None
+        if km is None:
+            pool = kernel_pool()
+            pool.lookahead = self.lookahead
+            lease = pool.take(self)
+            lease.load(folder)
+            self.km = lease.km
+            self.kernels.append({"pid": lease.pid, "uid": getattr(lease.km, "uid", None),
+                                 "age_s": round(time.monotonic() - lease.started, 2)})
         graceful = self.shutdown_kernel
+        if lease is not None:  # once its outputs are in, nothing in the kernel is needed: kill it
+            self.shutdown_kernel = "immediate"
         try:
             with self.setup_kernel():
                 info = self.wait_for_reply(self.kc.kernel_info())
                 work.metadata["language_info"] = info["content"]["language_info"]
+                lap("kernel_start")
                 for index, cell in enumerate(work.cells):
                     original = cell.metadata.get(_KEY)
                     if cell.cell_type != "code":
@@ -163,12 +208,23 @@ class ResilientExecute(Execute):
                         if original is None:  # the guard's own cell: nothing to skip
                             raise
                         return (original, *self._why(exc))
+                    except BaseException:  # Ctrl-C, or the worker told to stop: no goodbyes
+                        self.shutdown_kernel = "immediate"
+                        raise
+                    finally:
+                        lap("install" if cell.metadata.get("attnkit_guard") == "install" else "cells")
                     if self._out_of_time() and any(  # interrupted at the notebook deadline
                             o.get("ename") == "CellTimeoutError" for o in cell.outputs):
                         cell.outputs.append(_error("NotebookTimeoutError",
                                                    "interrupted: " + self._late()))
         finally:
             self.shutdown_kernel = graceful
+            if lease is not None:
+                text = lease.kernel_log().strip()
+                lease.release(folder)
+                if text:
+                    self.log.info("kernel output:\n%s", text)
+            lap("shutdown")
         self.set_widgets_metadata()
         return None
 

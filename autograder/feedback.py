@@ -15,6 +15,9 @@ hidden tests):
   the test source.
 
 ``attnkit grade --show-hidden`` leaves the feedback as nbgrader makes it.
+
+The page itself carries its MathJax and table style (``pages.py``, through the template folder
+that ``nbgrader_config.py`` names): its math renders with no network, from the HTML file alone.
 """
 from __future__ import annotations
 

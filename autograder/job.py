@@ -17,6 +17,7 @@ person should look at (tests or metadata the student changed, tampering the guar
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
@@ -35,6 +36,14 @@ from .protect import read_flags
 from .submissions import Submission
 
 COURSE_FOLDERS = ("submitted", "autograded", "feedback")  # per-student folders of a course tree
+
+# Where a job's time goes, in order (seconds, ``Graded.timings``): unpacking the staging area
+# and nbgrader's API; preflight; nbgrader's autograde set-up and bookkeeping around the
+# execution; the kernel (waiting for it to start, the guard's install cell with its imports,
+# the notebook's cells, shutting it down and copying its files back; ``execute.py``); the
+# feedback page; reading the result back; in the parent, the commit into the real gradebook.
+TIMING_PHASES = ("stage", "preflight", "nbgrader", "kernel_start", "install", "cells", "shutdown",
+                 "feedback", "collect", "total", "commit")
 
 # Preflight notes (cellcheck.py) that say the student changed what they may not change.
 _TAMPERED = re.compile(r"(were|was) (edited|deleted) by the student|nbgrader metadata of .* did not match")
@@ -118,13 +127,15 @@ class Graded:
 
     ``record`` is ``gradebook.read_submission``'s dict (None: the submission failed);
     ``files`` maps course-relative paths (``submitted/<s>/<a>/...``, ``autograded/...``,
-    ``feedback/...``) to bytes; ``log`` is nbgrader's log of this job.
+    ``feedback/...``) to bytes; ``log`` is nbgrader's log of this job; ``timings`` the seconds
+    of each phase (``TIMING_PHASES``; the parent adds ``commit``).
     """
 
     result: StudentResult
     record: dict | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     log: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds (TIMING_PHASES)
 
     @classmethod
     def failed(cls, student: str, reason: str) -> Graded:
@@ -168,11 +179,42 @@ def _student_files(root: Path, assignment: str, student: str) -> dict[str, bytes
     return files
 
 
+class Clock:
+    """Seconds per phase: ``lap(phase)`` adds the time since the previous lap to ``phase``."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.add(phase, now - self._last)
+        self._last = now
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 3)
+
+    def split(self, whole: str, parts) -> None:
+        """Move ``parts`` (phase -> seconds, measured inside ``whole``) out of ``whole``."""
+        for phase, seconds in (parts or {}).items() if isinstance(parts, dict) else ():
+            if isinstance(seconds, (int, float)) and phase in TIMING_PHASES:
+                self.add(phase, seconds)
+                self.add(whole, -seconds)
+
+
+def timing_line(student: str, timings: dict[str, float]) -> str:
+    """One line for grading.log: "timings <student>: stage 0.05 s, ..., total 4.10 s"."""
+    parts = [f"{p} {timings[p]:.2f} s" for p in TIMING_PHASES if p in timings]
+    return f"timings {student}: {', '.join(parts)}\n"
+
+
 # ---------------------------------------------------------------- the job
 
 def grade_submission(stage: Stage, task: Task) -> Graded:
     """Grade one submission in a private staging area and return the outcome as data."""
     start = time.perf_counter()
+    clock = Clock()
+    lap = clock.lap
     sub = task.sub
     if sub.problem or task.notebook is None:
         notes = "; ".join(filter(None, [sub.problem or "no notebook (.ipynb) found", sub.note]))
@@ -194,24 +236,31 @@ def grade_submission(stage: Stage, task: Task) -> Graded:
         log_path = staging / "grading.log"
         with nbgrader_session(log_path):
             api = make_api(root)
+            lap("stage")
             try:
-                _autograde(api, root, stage, local, db_url, result)
+                _autograde(api, root, stage, local, db_url, result, clock)
             except Exception as exc:  # a bug or an nbgrader surprise must not stop the others
                 result.status, result.notes = "failed", f"grading error: {type(exc).__name__}: {exc}"
         result.notes = "; ".join(filter(None, [result.notes, sub.note]))
-        graded = Graded(result, log=log_path.read_text(errors="replace"))
+        graded = Graded(result, log=log_path.read_text(errors="replace"), timings=clock.timings)
         if result.status == "graded":
             graded.record = gbk.read_submission(db_url, stage.assignment, sub.student)
             graded.files = _student_files(root, stage.assignment, sub.student)
+        lap("collect")
         result.seconds = time.perf_counter() - start
+        clock.timings["total"] = round(result.seconds, 3)
+        clock.timings["worker"] = os.getpid()
+        graded.log += timing_line(sub.student, clock.timings)
         return graded
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _autograde(api, root: Path, stage: Stage, sub: Submission, db_url: str,
-               result: StudentResult) -> None:
+               result: StudentResult, clock: Clock | None = None) -> None:
     """Submit, autograde and generate feedback for one student; fill in ``result``."""
+    clock = clock or Clock()
+    lap = clock.lap
     assignment = stage.assignment
     dest = root / "submitted" / sub.student / assignment
     dest.mkdir(parents=True)
@@ -224,12 +273,14 @@ def _autograde(api, root: Path, stage: Stage, sub: Submission, db_url: str,
     # should know: they are flags, not notes.
     result.flags = [c for c in checks if _TAMPERED.search(c)]
     checks = [c for c in checks if c not in result.flags]
+    lap("preflight")
     if clean is None:
         result.notes = "; ".join(checks)
         return
     if stamp is not None:
         (dest / "timestamp.txt").write_text(stamp + "\n")
     graded = api.autograde(assignment, sub.student, force=True, create=True)
+    lap("nbgrader")
     if not graded["success"]:
         result.notes = "; ".join([*checks, "autograde failed: " + failure_reason(graded)])
         return
@@ -238,10 +289,13 @@ def _autograde(api, root: Path, stage: Stage, sub: Submission, db_url: str,
     autograded = root / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
     result.status = "graded"
     records = read_sidecar(autograded.parent)  # restarts, skipped cells (this notebook's only)
+    clock.split("nbgrader", (records.get(assignment) or {}).get("timings"))
     ran = execution_summary({assignment: records.get(assignment)})
     result.notes = "; ".join(filter(None, [*checks, describe_notebook(autograded, parts, cells), ran]))
     result.flags += read_flags(autograded.parent)  # tampering the guard saw (protect.py)
+    lap("nbgrader")
     with hidden_tests_redacted(autograded, show_hidden=stage.show_hidden):
         fb = api.generate_feedback(assignment, sub.student, force=True)
+    lap("feedback")
     if not (fb["success"] and feedback_page(root, assignment, sub.student).exists()):
         result.notes = "; ".join(filter(None, [result.notes, "no feedback: " + failure_reason(fb)]))

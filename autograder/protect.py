@@ -37,6 +37,7 @@ import attnkit
 from attnkit.graded import protected_in
 from attnkit.guard import MIME, verify
 
+from .assignments import forbidden_in, watches_references
 from .cells import grade_id, is_grade, is_instructor, is_solution
 
 FLAGS_FILE = ".attnkit-flags.json"
@@ -150,7 +151,9 @@ def prepare(nb, resources: dict):
     key = secrets.token_hex(16)
     assignment = _assignment(resources)
     deny, allow = _paths(resources)
+    forbidden = list(forbidden_in(assignment)) if assignment else []
     config = {"key": key, "cells": cells, "references": list(protected_in(assignment) if assignment else ()),
+              "forbidden": forbidden, "watch_references": watches_references(assignment) if assignment else True,
               "answer_names": sorted(_answer_names(resources) or answer_names),
               "deny_paths": deny, "allow_paths": allow}
     install = nbformat.v4.new_code_cell(
@@ -238,7 +241,13 @@ _ATTRS = {"__closure__", "__code__", "__globals__", "__wrapped__", "__builtins__
           "input_transformer_manager", "user_ns", "modules", "settrace", "setprofile", "_getframe",
           "kill", "killpg", "_exit", "abort", "fork", "forkpty", "system", "popen", "execv", "execve",
           "spawnv", "posix_spawn", "read_text", "read_bytes", "listdir", "scandir", "walk", "guard",
-          "history_manager", "addaudithook"}
+          "history_manager", "addaudithook",
+          # torch's dispatch internals (popping or disabling the guard's dispatch mode) and the
+          # compilers' internals (starting programs)
+          "_C", "_python_dispatch", "_pop_mode", "_disable_current_modes", "_pop_torch_dispatch_mode",
+          "_DisableTorchDispatch", "_ExcludeDispatchKeyGuard", "_unset_dispatch_mode", "_inductor",
+          "cpp_builder"}
+_INTERNAL_MODULES = ("torch._C", "torch.utils._python_dispatch", "torch._inductor", "torch._dynamo")
 _HISTORY = {"In", "Out", "_ih", "_oh", "_i", "_ii", "_iii", "_dh"}
 
 
@@ -263,6 +272,9 @@ def _scan_cell(source: str) -> list[str]:
                 root = mod.split(".")[0]
                 if root in _MODULES:
                     found.append(f"imports {_MODULES[root]}")
+                if mod.startswith(_INTERNAL_MODULES) or any(
+                        f"{mod}.{a.name}".startswith(_INTERNAL_MODULES) for a in node.names):
+                    found.append("imports torch internals (dispatch or compiler)")
                 if mod.startswith(("attnkit.guard", "attnkit.graded")) or (
                         isinstance(node, ast.ImportFrom) and root == "attnkit"
                         and any(a.name in ("guard", "graded") for a in node.names)):

@@ -2,9 +2,10 @@
 
 Runs assignment 2's part-5 check (the solution's ``sliding_window_attention`` against
 ``dense_attention`` at N=4096, w=128, float32, B=1, H=4, D=64, bar 3×, through
-``attnkit.grading.check_speedup`` exactly as the grade cell calls it) ``--runs`` times, each in
-a fresh Python process, while ``--load`` busy-looping processes compete for the CPU. Prints
-every run's measured speedup and the failure rate; ``--csv`` writes them.
+``attnkit.grading.check_speedup`` as the grade cell calls it: fresh inputs every round, each
+result checked) ``--runs`` times, each in a fresh Python process, while ``--load`` busy-looping
+processes compete for the CPU. Prints every run's measured speedup and the failure rate;
+``--csv`` writes them.
 
     python scripts/speed_check_robustness.py --runs 30 --load 1
 """
@@ -30,10 +31,15 @@ from attnkit import dense_attention, grading
 src = open(sys.argv[1]).read()
 cell = src[src.index("def sliding_window_attention"):src.index("# %% nbgrader", src.index("def sliding_window_attention"))]
 exec(cell)
-q, k, v = grading.random_qkv(1, 4, 4096, 64, seed=5, dtype=torch.float32)
+from attnkit import fixed
+inputs = lambda seed: grading.random_qkv(1, 4, 4096, 64, seed=seed, dtype=torch.float32)
+right = lambda out, q, k, v: grading.check_tensor(out, fixed.local(q, k, v, window=128),
+                                                  atol=1e-4, rtol=1e-3)
 try:
-    s = grading.check_speedup(lambda: sliding_window_attention(q, k, v, 128), lambda: dense_attention(q, k, v),
-                              min_speedup=3.0, name="sliding_window_attention")
+    s = grading.check_speedup(lambda q, k, v: sliding_window_attention(q, k, v, 128),
+                              lambda q, k, v: dense_attention(q, k, v), inputs, min_speedup=3.0, check=right,
+                              max_elements=4 * 4 * 4096 * 128, max_flops=16 * 4 * 4096 * 128 * 64,
+                              name="sliding_window_attention")
     print(json.dumps({"passed": True, "speedup": s}))
 except AssertionError as e:
     print(json.dumps({"passed": False, "speedup": float(re.search(r"is ([0-9.]+)×", str(e)).group(1))}))

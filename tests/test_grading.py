@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit import causal_mask, dense_attention
+from attnkit import causal_mask, compare_speed, dense_attention
 from attnkit import grading as G
 from strategies import fresh_qkv as _fresh_qkv
 
@@ -249,24 +249,190 @@ def test_check_mask_mod_names_the_disagreeing_pairs():
         G.check_mask_mod(None, local_mask(2), 10)
 
 
-def test_check_speedup_passes_a_fast_function_and_fails_a_slow_one():
-    """Sleep-based stand-ins: a 20× gap passes a 4× bar; equal times (ratio ~1, far below the
-    bar) fail after one attempt without retries."""
+def _sleepy(seconds):
+    """A stand-in answer: the right result (2x) after ``seconds``."""
     import time as _time
 
-    def slow():
-        _time.sleep(0.02)
+    def fn(x):
+        _time.sleep(seconds)
+        return x * 2
+    return fn
 
-    def fast():
-        _time.sleep(0.001)
 
-    assert G.check_speedup(fast, slow, min_speedup=4.0, rounds=3) >= 4.0
+def _inputs(seed):
+    return (torch.randn(64, generator=torch.Generator().manual_seed(seed)),)
+
+
+def _doubled(out, x):
+    G.check_tensor(out, x * 2, name="fn(x)", axes=None)
+
+
+def test_check_speedup_passes_a_fast_function_and_fails_a_slow_one():
+    """Sleep-based stand-ins: a 40× gap passes a 4× bar (also when a loaded machine makes each
+    sleep a few ms longer); equal times (ratio ~1, far below the bar) fail after one attempt
+    without retries."""
+    slow = _sleepy(0.04)
+    assert G.check_speedup(_sleepy(0.001), slow, _inputs, min_speedup=4.0, check=_doubled, rounds=3) >= 4.0
     calls = []
 
-    def as_slow():
+    def as_slow(x):
         calls.append(1)
-        _time.sleep(0.02)
+        return slow(x)
 
     with pytest.raises(AssertionError, match="at least 4× faster"):
-        G.check_speedup(as_slow, slow, min_speedup=4.0, rounds=3)
+        G.check_speedup(as_slow, slow, _inputs, min_speedup=4.0, check=_doubled, rounds=3)
     assert len(calls) == 3 + 2  # one attempt (3 rounds + 2 warm-up): far below the bar, no retry
+
+
+def _caching(key):
+    """The slow computation once per key, then the stored result: the answer of issue 17."""
+    store = {}
+    slow = _sleepy(0.02)
+
+    def fn(x):
+        k = key(x)
+        if k not in store:
+            store[k] = slow(x)
+        return store[k]
+    return fn
+
+
+_CACHE_KEYS = {
+    "identity": id,
+    "data_ptr": lambda x: x.data_ptr(),
+    "value_hash": lambda x: round(x.sum().item(), 6),
+    "version": lambda x: (x._version, tuple(x.shape)),
+    "shape": lambda x: tuple(x.shape),  # the last result for any input of this shape
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CACHE_KEYS))
+def test_check_speedup_fails_answers_that_cache_their_outputs(kind):
+    """On the same inputs every round (``compare_speed``) the cache makes the answer look 20×
+    faster; with fresh inputs (and each result checked) it gains nothing."""
+    fn, slow = _caching(_CACHE_KEYS[kind]), _sleepy(0.02)
+    x = _inputs(1)[0]
+    assert compare_speed(fn, slow, x, rounds=3, warmup=1).speedup > 4.0  # the old check is fooled
+    fn = _caching(_CACHE_KEYS[kind])
+    with pytest.raises(AssertionError, match="at least 4× faster|differ from the reference"):
+        G.check_speedup(fn, slow, _inputs, min_speedup=4.0, check=_doubled, rounds=3)
+
+
+def test_check_speedup_fails_an_answer_keyed_on_a_weak_reference():
+    import weakref
+
+    store = {}  # id -> (weak reference to the input, result): a hit only while that input lives
+    slow = _sleepy(0.02)
+
+    def fn(x):
+        ref, out = store.get(id(x), (None, None))
+        if ref is None or ref() is not x:
+            out = slow(x)
+            store[id(x)] = (weakref.ref(x), out)
+        return out
+    with pytest.raises(AssertionError, match="at least 4× faster"):
+        G.check_speedup(fn, slow, _inputs, min_speedup=4.0, check=_doubled, rounds=3)
+
+
+def test_check_speedup_inputs_are_never_reused_nor_predictable():
+    """Every call (warm-up, timed, both sides, the work probe) sees tensors no other call saw:
+    other objects, other values; the seeds come from the operating system, so an answer cannot
+    compute the results ahead for the seeds it expects."""
+    seen = []
+
+    def record(tag, seconds):
+        inner = _sleepy(seconds)
+
+        def fn(x):
+            seen.append((tag, x.sum().item()))
+            return inner(x)
+        return fn
+
+    seeds = []
+
+    def inputs(seed):
+        seeds.append(seed)
+        return _inputs(seed)
+
+    G.check_speedup(record("a", 0.001), record("b", 0.04), inputs, min_speedup=4.0, check=_doubled,
+                    rounds=3, max_elements=10_000)
+    assert len(seen) == 2 * (2 + 3) + 1  # warm-up, timed rounds, one probe call of fn
+    assert len({v for _, v in seen}) == len(seen)  # all distinct values
+    assert len(set(seeds)) == len(seeds) and max(seeds) > 2 ** 40
+    seeds2 = []
+    G.check_speedup(_sleepy(0.001), _sleepy(0.04), lambda s: (seeds2.append(s), _inputs(s))[1],
+                    min_speedup=4.0, check=_doubled, rounds=3)
+    assert not set(seeds) & set(seeds2)
+
+
+def test_check_speedup_checks_every_result():
+    """A fast answer that is right only in its first calls fails at the first wrong result."""
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x * 2 if len(calls) < 4 else x * 2 + 1e-3
+
+    with pytest.raises(AssertionError, match="differ from the reference"):
+        G.check_speedup(fn, _sleepy(0.02), _inputs, min_speedup=4.0, check=_doubled, rounds=5)
+    assert len(calls) == 4
+
+
+def test_check_speedup_refuses_lazy_results_and_background_work():
+    """A result whose work would happen when it is looked at (outside the timed region), and
+    work left running on a thread after the call, do not count as fast."""
+    class Lazy(torch.Tensor):
+        pass
+
+    with pytest.raises(AssertionError, match="plain torch.Tensor"):
+        G.check_speedup(lambda x: (x * 2).as_subclass(Lazy), _sleepy(0.02), _inputs, min_speedup=4.0,
+                        check=_doubled, rounds=3)
+    import threading
+
+    def later(x):  # returns at once; a thread fills the result in (and would slow the reference)
+        out = torch.empty_like(x)
+        threading.Thread(target=lambda: (_sleepy(0.05)(x), out.copy_(x * 2))).start()
+        return out
+
+    with pytest.raises(AssertionError, match="left a thread running"):
+        G.check_speedup(later, _sleepy(0.02), _inputs, min_speedup=4.0, check=_doubled, rounds=3)
+    import _thread
+
+    def raw(x):  # the same through the low-level module, which threading.active_count() misses
+        out = torch.empty_like(x)
+        _thread.start_new_thread(lambda: (_sleepy(0.05)(x), out.copy_(x * 2)), ())
+        return out
+
+    with pytest.raises(AssertionError, match="left a thread running|differ from the reference"):
+        G.check_speedup(raw, _sleepy(0.02), _inputs, min_speedup=4.0, check=_doubled, rounds=3)
+
+    def hog(x):  # right and fast, but leaves a thread that slows down the reference's round
+        threading.Thread(target=lambda: _sleepy(0.05)(x)).start()
+        return x * 2
+
+    with pytest.raises(AssertionError, match="left a thread running"):
+        G.check_speedup(hog, _sleepy(0.02), _inputs, min_speedup=4.0, check=_doubled, rounds=3)
+
+
+def test_check_speedup_measures_the_work_of_a_call_like_the_timed_ones():
+    """max_elements / max_flops hold for a call on fresh inputs among the timed ones, measured in
+    one call (a cache cannot do the work in one counter's call and skip it in the other's)."""
+    def outer(x):  # allocates len(x)² elements and does 2·len(x)² FLOPs
+        return (x[:, None] @ x[None, :]).sum(1) * 0 + x * 2
+
+    fast_enough = dict(min_speedup=1e-9, check=_doubled, rounds=1, warmup=0)
+    assert G.check_speedup(outer, _sleepy(0.0), _inputs, max_elements=64 * 64, max_flops=3 * 64 * 64,
+                           **fast_enough) > 0
+    with pytest.raises(AssertionError, match=r"allocated a tensor of shape \(64, 64\).*in a call of the speed test"):
+        G.check_speedup(outer, _sleepy(0.0), _inputs, max_elements=64 * 63, **fast_enough)
+    with pytest.raises(AssertionError, match="FLOPs in a call of the speed test"):
+        G.check_speedup(outer, _sleepy(0.0), _inputs, max_flops=64 * 64, **fast_enough)
+    probe_store = {}
+
+    def cached_outer(x):  # caches by identity: the one measured call must still do the work
+        if id(x) not in probe_store:
+            probe_store[id(x)] = outer(x)
+        return probe_store[id(x)]
+    with pytest.raises(AssertionError, match="allocated a tensor"):
+        G.check_speedup(cached_outer, _sleepy(0.0), _inputs, max_elements=64 * 63, **fast_enough)
+

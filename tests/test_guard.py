@@ -60,9 +60,10 @@ def test_hostile_a1_scores_its_honest_content(student, tmp_path):
     """Without the sandbox and the executor: the guard and the exact-type checks alone."""
     nb, res = run_guarded(hostile.build(student), tmp_path, name=A1, timeout=60)
     score, passed = _score(nb)
-    expected, flag = hostile.EXPECTED[student]
+    expected = hostile.EXPECTED[student][0]
     assert score == expected, (passed, res["attnkit_flags"])
-    assert any(flag in f for f in res["attnkit_flags"]), res["attnkit_flags"]
+    for flag in hostile.flags(student):
+        assert any(flag in f for f in res["attnkit_flags"]), (flag, res["attnkit_flags"])
 
 
 def test_clock_cannot_be_patched(tmp_path):
@@ -151,3 +152,145 @@ def test_protected_lists_come_from_the_graded_in_tags():
     assert {"kernel.favor_two_softmax", "kernel.softmax_biased"} <= set(protected_in("a3_low_rank_and_kernels"))
     assert "dense.dense_attention" in protected_in("a1") and "dense.dense_attention" not in protected_in("a2")
     assert "fixed.local_mask" in protected_in("a2") and "bellcurve.bellcurve" in protected_in("a5")
+
+
+def test_forbidden_builtins_and_threads_by_every_route(tmp_path):
+    """a1 forbids SDPA and the softmax family: refused from student code by the operator they
+    reach (aliases, torch.ops, nn.Softmax, a torch.compile'd function, asyncio's and _thread's
+    threads); allowed in instructor cells and in the instructor's helpers, also when a student
+    calls them. A student who pops the guard's dispatch mode gets it back before the next cell,
+    flagged. Honest code (exp, sum, matmul, masked_fill) is untouched. Compiling under the names
+    of torch's generated code and changing the compilers' environment are refused."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell("import asyncio, _thread, time, torch, torch.nn.functional as F\n"
+              "from attnkit import dense_attention\n"
+              "def helper_weights(s):\n    return torch.softmax(s, dim=-1)", "setup", points=0, locked=True),
+        _cell("def attempt(name, fn):\n    try:\n        fn()\n        print('allowed', name)\n"
+              "    except PermissionError:\n        print('refused', name)\n"
+              "x = torch.randn(1, 1, 3, 4)\n"
+              "attempt('nn.Softmax', lambda: torch.nn.Softmax(-1)(x))\n"
+              "attempt('torch.ops', lambda: torch.ops.aten._softmax(x, -1, False))\n"
+              "attempt('log_softmax', lambda: getattr(F, 'log_' + 'softmax')(x, -1))\n"
+              "attempt('sdpa dropout', lambda: F.scaled_dot_product_attention(x, x, x, dropout_p=1e-30))\n"
+              "attempt('compiled', lambda: torch.compile(lambda t: t.softmax(-1))(x))\n"
+              "attempt('helper', lambda: helper_weights(x))\n"
+              "attempt('honest', lambda: (x - x.amax(-1, keepdim=True)).exp() / x.exp().sum(-1, keepdim=True))"),
+        _cell("try:\n    await asyncio.to_thread(torch.softmax, x, -1)\n    print('allowed to_thread')\n"
+              "except PermissionError:\n    print('refused to_thread')"),
+        _cell("box = []\ndef work():\n    try:\n        dense_attention(x, x, x)\n        box.append('allowed')\n"
+              "    except PermissionError:\n        box.append('refused')\n"
+              "_thread.start_new_thread(work, ())\n"
+              "while not box:\n    time.sleep(0.05)\nprint(box[0], '_thread')"),
+        _cell("from torch.utils._python_dispatch import _pop_mode\n_pop_mode()"),
+        _cell("attempt('after pop', lambda: torch.softmax(x, -1))\n"
+              "import os\n"
+              "attempt('generated name', lambda: compile('1', '<eval_with_key>.999', 'exec'))\n"
+              "attempt('putenv', lambda: os.environ.__setitem__('TORCH_CUSTOM_PYTHONPATH', '.'))"),
+        _cell("def attention(q, k, v):\n    s = (q @ k.transpose(-2, -1)).masked_fill(torch.zeros(1, dtype=torch.bool), 0.0) / 2.0\n"
+              "    w = (s - s.amax(-1, keepdim=True)).exp()\n    return (w / w.sum(-1, keepdim=True)) @ v"),
+        _cell("torch.testing.assert_close(attention(x, x, x), dense_attention(x, x, x, scale=0.5))\n"
+              "torch.testing.assert_close(helper_weights(x), torch.softmax(x, -1))", "test_honest"),
+    ]
+    nb, res = run_guarded(nb, tmp_path, name=A1, timeout=120)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    for route in ("nn.Softmax", "torch.ops", "log_softmax", "sdpa dropout", "compiled", "to_thread",
+                  "_thread", "after pop", "generated name", "putenv"):
+        assert f"refused {route}" in printed, (route, printed)
+    assert "allowed helper" in printed and "allowed honest" in printed, printed
+    assert _score(nb)[1] == {"test_honest": True}, nb.cells[-1].outputs
+    flags = " | ".join(res["attnkit_flags"])
+    for flag in ("called forbidden built-in torch.softmax in an answer (from your code)",
+                 "called forbidden built-in torch.log_softmax in an answer (from your code)",
+                 "called forbidden built-in torch.nn.functional.scaled_dot_product_attention",
+                 "called forbidden built-in torch.softmax in an answer (on a thread your code started)",
+                 "removed the grading guard's dispatch mode"):
+        assert flag in flags, (flag, flags)
+
+
+def test_forbidden_lists_name_known_builtins_stated_in_the_text():
+    """Each assignment's forbidden built-ins are known to the guard, reach the operators the
+    guard refuses by every alias, and are named in the text students read."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from attnkit.guard.dispatch import BUILTINS, operators
+    from autograder.assignments import SPECS, forbidden_in
+
+    for name, spec in SPECS.items():
+        operators(spec.forbidden)  # raises on an unknown name
+        text = solution_source(name).read_text()
+        for builtin in spec.forbidden:
+            assert f"`{builtin}`" in text or f"`{builtin.replace('torch.nn.functional.', 'F.')}`" in text, \
+                (name, builtin)
+    assert forbidden_in("a1") == SPECS["a1_attention_basics"].forbidden
+    assert "torch.softmax" not in forbidden_in("a2_sparse_patterns"), "a2 allows torch.softmax"
+    with pytest.raises(ValueError):
+        operators(["torch.nope"])
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func._opname)
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(2, 2, 4, 4)
+    routes = {
+        "torch.softmax": [lambda: torch.softmax(x, -1), lambda: x.softmax(-1), lambda: F.softmax(x, -1),
+                          lambda: torch.nn.Softmax(-1)(x), lambda: torch.special.softmax(x, -1),
+                          lambda: torch.ops.aten.softmax.int(x, -1), lambda: torch._softmax(x, -1, False)],
+        "torch.log_softmax": [lambda: torch.log_softmax(x, -1), lambda: F.log_softmax(x, -1),
+                              lambda: torch.nn.LogSoftmax(-1)(x)],
+        "torch.nn.functional.scaled_dot_product_attention": [
+            lambda: F.scaled_dot_product_attention(x, x, x),
+            lambda: F.scaled_dot_product_attention(x, x, x, dropout_p=1e-30),
+            lambda: F.scaled_dot_product_attention(x, x, x, is_causal=True),
+            lambda: torch._C._nn.scaled_dot_product_attention(x, x, x),
+            lambda: torch.nn.MultiheadAttention(4, 1, batch_first=True)(x[0], x[0], x[0], need_weights=False)],
+    }
+    ops = operators(BUILTINS)
+    for builtin, calls in routes.items():
+        for i, call in enumerate(calls):
+            seen.clear()
+            with Record():
+                call()
+            assert any(ops.get(op) == builtin for op in seen), (builtin, i, seen)
+    seen.clear()
+    with Record():
+        (x @ x).exp().sum(-1).masked_fill(x[..., 0] > 0, 0.0)
+    assert not any(op in ops for op in seen), seen
+
+
+def test_compilers_start_only_their_own_programs(monkeypatch):
+    """The audit hook's exception for the compilers: a system compiler without options that run
+    other programs, or this Python running inductor's CPU probe, with the kernel's environment
+    (and the probe's PYTHONPATH: trusted folders only)."""
+    import importlib
+    import os
+    import sys
+
+    audit = importlib.import_module("attnkit.guard.audit")  # the package's `audit` is the hook function
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # capture_baseline sets variables
+    audit.capture_baseline()
+    assert os.environ["PYTHONSAFEPATH"] == "1"
+    trusted = os.environ["TORCH_CUSTOM_PYTHONPATH"].split(os.pathsep)
+    assert trusted and "" not in trusted and os.getcwd() not in trusted
+    before, after = audit._BASELINE["probe"]
+    probe = before + "/tmp/torchinductor/x.so" + after
+    ok = audit._safe_process
+    assert ok(("g++", ["g++", "-O3", "-shared", "a.cpp", "-o", "a.so"], None, None))
+    assert ok((sys.executable, [sys.executable, "-c", probe], None, None))
+    assert not ok((sys.executable, [sys.executable, "-c", "print(1)"], None, None))
+    assert not ok((sys.executable, [sys.executable, "-c", before + '"); import os; ("' + after], None, None))
+    assert not ok(("g++", ["g++", "-wrapper", "/bin/sh,-c,id", "a.c"], None, None))
+    assert not ok(("g++", ["g++", "-B/tmp/evil", "a.c"], None, None))
+    assert not ok(("/tmp/g++", ["/tmp/g++", "a.c"], None, None)), "a compiler outside the system folders"
+    assert not ok(("sh", ["sh", "-c", "id"], None, None))
+    assert not ok(("g++", ["g++", "a.c"], None, {**os.environ, "LD_PRELOAD": "/tmp/x.so"}))
+    assert not ok(("g++", ["g++", "a.c"], None, {**os.environ, "COMPILER_PATH": "/tmp"}))
+    probe_env = {**os.environ, "PYTHONPATH": os.environ["TORCH_CUSTOM_PYTHONPATH"]}  # inductor's
+    assert ok((sys.executable, [sys.executable, "-c", probe], None, probe_env))
+    assert not ok((sys.executable, [sys.executable, "-c", probe], None, {**probe_env, "PYTHONPATH": "."}))
+    assert not ok((sys.executable, [sys.executable, "-c", probe], None, {**probe_env, "PYTHONSAFEPATH": ""}))

@@ -1,6 +1,9 @@
 """Hostile submissions graded in ONE ``attnkit grade`` run (``autograder.pipeline.grade``) with the
 honest a1 samples: each attack scores exactly what its honest content earns and is flagged
-with the reason, and the honest students' grades do not change (12 / 7 / 5).
+with the reason, and the honest students' grades do not change (12 / 7 / 5). The honest "full"
+sample writes attention with exp, sum, matmul and masked_fill (the built-ins a1 allows) and
+keeps 12/12 unflagged while ``forbidden_builtins`` and ``reference_routes`` (several routes in
+one notebook, one part each) lose exactly the parts they attack.
 
 The notebooks are built by ``tests/hostile/build.py`` (committed; a test checks they are what
 the recipes produce). This needs the sandbox (bubblewrap) and the resilient executor; the
@@ -13,6 +16,7 @@ import shutil
 import nbformat
 import pytest
 
+from autograder import gradebook as gbk
 from autograder.pipeline import grade
 from autograder.protect import read_flags
 from autograder.samples import EXPECTED as SAMPLE_EXPECTED
@@ -61,12 +65,24 @@ def test_honest_students_unchanged(run):
 @pytest.mark.parametrize("student", list(hostile.ATTACKS))
 def test_attack_scores_its_honest_content_and_is_flagged(run, student):
     result = next(r for r in run.results if r.student == student)
-    score, flag = hostile.EXPECTED[student]
+    score = hostile.EXPECTED[student][0]
     assert result.status == "graded", result.line()
     assert result.score == score, result.line()
     sidecar = read_flags(run.out / "course" / "autograded" / student / A1)
-    assert any(flag in f for f in sidecar), sidecar
-    assert any(flag in f for f in result.flags), result.line()
-    assert "FLAGGED" in result.line()
     report = (run.out / "report.md").read_text()
-    assert student in report and flag in report
+    for flag in hostile.flags(student):  # every route of the notebook, each with its reason
+        assert any(flag in f for f in sidecar), (flag, sidecar)
+        assert any(flag in f for f in result.flags), (flag, result.line())
+        assert student in report and flag in report, flag
+    assert "FLAGGED" in result.line()
+    # the export carries what the report knows (issue 17): status, flags, and the gradebook's mark
+    row = next(r for r in gbk.read_csv(run.out / "grades.csv") if r["student_id"] == student)
+    assert row["status"] == "graded+flagged", row
+    assert row["flags"] == "; ".join(result.flags), (row["flags"], result.flags)
+    assert student in gbk.flagged(f"sqlite:///{run.out / 'gradebook.db'}", A1, [student])
+
+
+def test_honest_students_are_not_flagged_in_the_export(run):
+    rows = {r["student_id"]: r for r in gbk.read_csv(run.out / "grades.csv")}
+    for student in HONEST:
+        assert rows[student]["status"] == "graded" and rows[student]["flags"] == "", rows[student]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnkit import compare_speed, count_flops, dense_attention, largest_intermediate, peak_memory
+from attnkit.measure import compare_speed_fresh
 from attnkit.measure import SpeedResult, time_call
 from strategies import make_qkv, seeds, shapes
 
@@ -167,6 +168,31 @@ def test_compare_speed_passes_arguments_to_both():
     res = compare_speed(lambda x, *, y: seen.append((x, y)), lambda x, *, y: seen.append((x, y)),
                         1, y=2, rounds=3, warmup=1)
     assert seen == [(1, 2)] * 8 and len(res.times_a) == 3
+
+
+def test_compare_speed_fresh_interleaves_on_fresh_inputs_and_verifies_a():
+    """ABBA order as compare_speed, but every call on its own new inputs (A and B of one round
+    too), each A result verified right after its call, and one probe call at a random round."""
+    calls, verified, probed = [], [], []
+
+    def make(seed):
+        return (torch.full((3,), float(seed % 1000)), seed)
+
+    def fn(tag, seconds):
+        def f(x, seed):
+            calls.append((tag, seed))
+            time.sleep(seconds)
+            return x + 1
+        return f
+
+    res = compare_speed_fresh(fn("a", 0.01), fn("b", 0.03), make, rounds=5, warmup=2,
+                              verify=lambda out, args: verified.append((calls[-1], args[1])),
+                              probe=lambda args: probed.append(args[1]))
+    assert len(res.times_a) == len(res.times_b) == 5 and 1.5 < res.speedup < 4.0  # ~3 (sleep runs long under load)
+    assert [t for t, _ in calls] == ["a", "b", "b", "a"] * 3 + ["a", "b"]  # rounds -2..4: AB, BA, ...
+    seeds = [s for _, s in calls] + probed
+    assert len(set(seeds)) == len(seeds) == 2 * 7 + 1
+    assert len(verified) == 7 and all(call == ("a", s) for call, s in verified)  # A only, just after it
 
 
 def test_time_call_measures_wall_time():

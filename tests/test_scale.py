@@ -4,13 +4,15 @@ Six a1 students are copies of the bundled samples under other names (full=12, pa
 crash_early=5, blank=0 points). ``serial`` grades them once in this process with one worker;
 every other way of running must give byte-identical ``grades.csv`` and ``cell_scores.csv``:
 
-- two worker processes, interrupted with Ctrl-C (SIGINT to the process group, as a terminal
-  sends it) and then killed with SIGKILL, each after a student or two were recorded, and
-  re-run to the end;
+- two worker processes grading a class of twelve (the six and six more copies, so that work is
+  always left to interrupt), interrupted with Ctrl-C (SIGINT to the process group, as a
+  terminal sends it; no kernel process or kernel folder may outlive it) and then killed with
+  SIGKILL, each after a student or two were recorded, and re-run to the end;
 - a Dask ``LocalCluster`` (2 worker processes on loopback) with the gradebook on a real
   PostgreSQL server started on 127.0.0.1 (``tests/pg.py``), then a re-run from the command line.
 
-Fast tests check the transactional gradebook write and the progress display on their own.
+Fast tests check the transactional gradebook write and the progress display on their own;
+the serial run's phase timings (``timings.csv``) are checked to be there and to add up.
 """
 from __future__ import annotations
 
@@ -75,9 +77,23 @@ def serial(subs) -> Path:
     return out
 
 
-def _same_outputs(out: Path, reference: Path) -> None:
-    for name in ("grades.csv", "cell_scores.csv"):
-        assert (out / name).read_text() == (reference / name).read_text(), name
+def _rows(path: Path, students) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if r.get("student_id", r.get("student")) in students]
+
+
+def _same_outputs(out: Path, reference: Path, extra: dict | None = None) -> None:
+    """``out`` graded STUDENTS as ``reference`` did (and ``extra``: student -> total, as well)."""
+    if extra is None:
+        for name in ("grades.csv", "cell_scores.csv"):
+            assert (out / name).read_text() == (reference / name).read_text(), name
+    else:  # a bigger class: the students of the reference byte for byte, the others by total
+        for name in ("grades.csv", "cell_scores.csv"):
+            assert _rows(out / name, STUDENTS) == _rows(reference / name, STUDENTS), name
+        totals = {r["student_id"]: float(r["score"]) for r in _rows(out / "grades.csv", extra)}
+        assert totals == pytest.approx(extra)
     for student in STUDENTS:
         assert (out / "feedback" / student / f"{A1}.html").exists(), student
         assert (out / "course" / "autograded" / student / A1 / f"{A1}.ipynb").exists(), student
@@ -142,18 +158,26 @@ def test_store_is_all_or_nothing(toy_gradebook):
 
 
 def test_progress_counts_graded_failed_flagged(tmp_path):
+    now = [100.0]
     with open(tmp_path / "log.txt", "w") as stream:
-        progress = Progress(stream)
+        progress = Progress(stream, clock=lambda: now[0])
         assert not progress.bar  # a file is not a terminal: plain lines
-        progress.start(3)
+        progress.start(4)
+        progress.update(StudentResult("k", "graded", cached=True))  # kept: takes no time
+        now[0] += 30
         progress.update(StudentResult("a", "graded", score=3, max_score=3))
+        now[0] += 30
         progress.update(StudentResult("b", "failed", notes="no notebook (.ipynb) found"))
+        now[0] += 60
         progress.update(StudentResult("c", "graded", flags=["patched torch.testing"]))
         progress.close()
     lines = (tmp_path / "log.txt").read_text().splitlines()
-    assert lines[0].endswith("[1/3: 1 graded, 0 failed, 0 flagged]")
-    assert "no notebook" in lines[1] and lines[1].endswith("[2/3: 1 graded, 1 failed, 0 flagged]")
-    assert lines[2].endswith("[3/3: 2 graded, 1 failed, 1 flagged]")
+    assert lines[0].endswith("[1/4: 1 graded, 0 failed, 0 flagged]")  # no rate yet
+    # 1 graded in 30 s: 2.0 a minute, the 2 left in a minute (the kept one is not in the rate)
+    assert lines[1].endswith("[2/4: 2 graded, 0 failed, 0 flagged; 2.0/min, 1:00 left]")
+    assert "no notebook" in lines[2] and lines[2].endswith("[3/4: 2 graded, 1 failed, 0 flagged; "
+                                                           "2.0/min, 0:30 left]")
+    assert lines[3].endswith("[4/4: 3 graded, 1 failed, 1 flagged; 1.5/min, 0:00 left]")
 
 
 def test_progress_bar_on_a_terminal():
@@ -168,6 +192,7 @@ def test_progress_bar_on_a_terminal():
     text = stream.getvalue()
     assert "a: graded 3/3" in text and "b: failed" in text
     assert "2/2" in text and "1 graded, 1 failed, 0 flagged" in text  # the bar and its counts
+    assert "/min, 0:00 left" in text  # the rate and the time left
 
 
 def test_workers_option_and_its_old_name():
@@ -183,10 +208,17 @@ def test_workers_option_and_its_old_name():
 
 # ------------------------------------------------------------------ slow: real grading
 
-def _start(subs: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _start(subs: Path, out: Path, *extra: str, temp: Path | None = None,
+           marker: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "autograder.cli", "grade", A1, str(subs), "--out", str(out), *extra]
+    env = dict(os.environ)
+    if temp is not None:
+        env["TMPDIR"] = str(temp)
+    if marker is not None:
+        key, value = marker.split("=", 1)
+        env[key] = value
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, like a shell job
+                            env=env, start_new_session=True)  # its own process group, like a shell job
 
 
 def _recorded(out: Path) -> dict:
@@ -205,7 +237,7 @@ def _wait_recorded(proc: subprocess.Popen, out: Path, at_least: int, timeout: fl
     return _recorded(out)
 
 
-def _consistent(out: Path) -> dict:
+def _consistent(out: Path, students=STUDENTS) -> dict:
     """Students state.json calls graded have one full submission in the gradebook; failed, none."""
     recorded = _recorded(out)
     with _gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
@@ -213,38 +245,97 @@ def _consistent(out: Path) -> dict:
     graded = {s for s, v in recorded.items() if v["status"] == "graded"}
     assert all(rows.get(s) == CELLS for s in graded), (recorded, rows)
     assert not set(rows) & (set(recorded) - graded), (recorded, rows)
-    assert set(rows) <= set(STUDENTS) and all(n == CELLS for n in rows.values())
+    assert set(rows) <= set(students) and all(n == CELLS for n in rows.values())
     return recorded
+
+
+# The interrupted run grades a bigger class (STUDENTS and as many more), so that after the
+# first result there is always more than a round of work left to interrupt.
+MORE = {"gil": "full", "hal": "partial", "ida": "crash_early", "jon": "blank", "kim": "full",
+        "lea": "partial"}
+
+
+def _leftovers(temp: Path) -> list[str]:
+    """Kernel runtime and scratch folders (sandbox.py, pool.py) left in ``temp``."""
+    return sorted(p.name for p in temp.glob("attnkit-*"))
+
+
+def _marked(marker: str) -> list[int]:
+    """PIDs of live processes whose environment holds ``marker`` (the run's and its kernels')."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and marker.encode() in Path("/proc", entry, "environ").read_bytes():
+                if "zombie" not in Path("/proc", entry, "status").read_text():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 @pytest.mark.slow
 def test_interrupted_parallel_run_resumes_to_the_same_grades(subs, serial, tmp_path):
+    class_ = tmp_path / "class"
+    shutil.copytree(subs, class_)
+    for student, kind in MORE.items():
+        (class_ / student).mkdir()
+        shutil.copyfile(SAMPLES / kind / f"{A1}.ipynb", class_ / student / f"{A1}.ipynb")
+    everyone = {**STUDENTS, **MORE}
     out = tmp_path / "parallel"
+    marker = f"ATTNKIT_TEST_RUN={os.getpid()}-{time.monotonic_ns()}"
+    temps = [tmp_path / f"tmp{i}" for i in range(3)]  # TMPDIR of each run: kernel folders
+    for temp in temps:
+        temp.mkdir()
     # Ctrl-C: the run stops by itself, cleanly, with what it recorded kept.
-    proc = _start(subs, out, "--workers", "2")
+    proc = _start(class_, out, "--workers", "2", temp=temps[0], marker=marker)
     _wait_recorded(proc, out, 1)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
-    first = _consistent(out)
-    assert 1 <= len(first) < len(STUDENTS)
+    first = _consistent(out, everyone)
+    assert 1 <= len(first) < len(everyone)
     assert not (out / "work").exists(), "Ctrl-C left a staging area behind"
+    # ... and no kernel (the ones in use, the ones started ahead) and none of their folders
+    deadline = time.monotonic() + 15
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked(marker) == [], "a process of the run outlived Ctrl-C"
+    # (their folders in TMPDIR are not all removed yet: the workers are killed before they can)
     # SIGKILL of the whole run (parent and workers) once one more student is recorded.
-    proc = _start(subs, out, "--workers", "2")
+    proc = _start(class_, out, "--workers", "2", temp=temps[1])
     _wait_recorded(proc, out, len(first) + 1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    second = _consistent(out)
-    assert len(first) < len(second) < len(STUDENTS)
+    second = _consistent(out, everyone)
+    assert len(first) < len(second) < len(everyone)
     # The re-run grades only the rest, and ends where an uninterrupted run ends.
-    proc = _start(subs, out, "--workers", "2")
+    proc = _start(class_, out, "--workers", "2", temp=temps[2])
     printed, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, printed[-2000:] + err[-2000:]
     kept = {line.split(":")[0].strip() for line in printed.splitlines()
             if "unchanged, kept" in line}
     assert kept == set(second), printed
-    assert set(_consistent(out)) == set(STUDENTS)
-    _same_outputs(out, serial)
+    assert set(_consistent(out, everyone)) == set(everyone)
+    _same_outputs(out, serial, extra={s: EXPECTED[A1][kind] for s, kind in MORE.items()})
+    assert _leftovers(temps[2]) == [], "a finished run left kernel folders behind"
+
+
+def test_phase_timings_are_recorded(serial):
+    """Every graded student has a row of phase timings (out/timings.csv) and a grading.log line."""
+    import csv
+
+    from autograder.job import TIMING_PHASES
+
+    with open(serial / "timings.csv") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(STUDENTS)
+    log = (serial / "grading.log").read_text()
+    for student, row in rows.items():
+        assert all(float(row[p]) >= 0 for p in TIMING_PHASES), row
+        assert float(row["install"]) + float(row["cells"]) > 0 and float(row["kernel_start"]) > 0
+        parts = sum(float(row[p]) for p in TIMING_PHASES if p not in ("total", "commit"))
+        assert parts == pytest.approx(float(row["total"]), abs=0.05), row  # they add up
+        assert f"timings {student}: stage " in log
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,13 @@ import functools
 import inspect
 from typing import Callable
 
-__all__ = ["reference", "references", "graded_in", "protected_in"]
+__all__ = ["reference", "references", "graded_in", "protected_in", "original_codes", "wrapper_code"]
 
 # "module.qualname" (module without the ``attnkit.`` prefix) -> the marked function
 _REFERENCES: dict[str, Callable] = {}
+# "module.qualname" -> the code object of the original (undecorated) function: the guard
+# refuses a frame of it whose caller is not the wrapper (the original reached around it)
+_ORIGINAL_CODES: dict[str, object] = {}
 # Set by the grading guard while it runs: called with the reference's name before each call.
 _check: Callable[[str], None] | None = None
 
@@ -52,8 +55,33 @@ def reference(*, graded_in: tuple[str, ...]):
         marked.__attnkit_reference__ = name
         marked.__attnkit_graded_in__ = tags
         _REFERENCES[name] = marked
+        _ORIGINAL_CODES[name] = fn.__code__
         return marked
     return mark
+
+
+def _wrapper_code():
+    @reference(graded_in=("a0",))
+    def probe():
+        pass
+    code = probe.__code__
+    _REFERENCES.pop(probe.__attnkit_reference__)
+    _ORIGINAL_CODES.pop(probe.__attnkit_reference__)
+    return code
+
+
+# The code object every marked wrapper shares (the only legitimate caller of an original).
+_WRAPPER_CODE = _wrapper_code()
+
+
+def wrapper_code():
+    """The code object of every marked function's wrapper."""
+    return _WRAPPER_CODE
+
+
+def original_codes() -> dict:
+    """{"module.qualname": code object of the original function} for every marked function."""
+    return dict(_ORIGINAL_CODES)
 
 
 def references() -> dict[str, Callable]:

@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten
 
 from .masks import MaskMod, materialize
-from .measure import compare_speed, count_flops, largest_intermediate
+from .measure import compare_speed_fresh, count_flops, largest_intermediate, measure_work
 
 __all__ = [
     "random_qkv", "check_type", "check_shape", "check_tensor", "check_causal",
@@ -211,29 +212,69 @@ def check_mask_mod(got: MaskMod, expected: MaskMod, N: int, *, M: int | None = N
         raise AssertionError(f"{name} on N={N}: " + "; ".join(parts) + ".")
 
 
-def check_speedup(fn: Callable, reference: Callable, *args, min_speedup: float,
-                  name: str = "your function", rounds: int = 7, attempts: int = 3, **kwargs) -> float:
-    """``fn`` must run at least ``min_speedup`` times faster than ``reference`` on these inputs.
+def _exact_results(out, name: str) -> None:
+    """Every leaf of a timed call's result must be a plain tensor or number: an object (or a
+    Tensor subclass) could put off its work until it is looked at, outside the timed region."""
+    for leaf in tree_flatten(out)[0]:
+        if type(leaf) not in (Tensor, int, float, bool, type(None)):
+            raise AssertionError(f"{name} returned a {type(leaf).__name__}; return plain torch.Tensor results.")
+
+
+def check_speedup(fn: Callable, reference: Callable, make_inputs: Callable[[int], tuple], *,
+                  min_speedup: float, check: Callable[..., None], name: str = "your function",
+                  max_elements: float | None = None, max_flops: float | None = None,
+                  rounds: int = 7, attempts: int = 3, warmup: int = 2) -> float:
+    """``fn`` must run at least ``min_speedup`` times faster than ``reference``, on fresh inputs.
+
+    Every call, timed or warm-up, gets new inputs ``make_inputs(seed)`` of the same shape (a new
+    unpredictable seed each time, made outside the timed region; ``fn`` and ``reference`` never
+    share tensors), so caching outputs by the inputs' identity, storage or values gains nothing.
+    Right after each call of ``fn``, outside the timed region, ``check(out, *args)`` must accept
+    its result (it raises ``AssertionError`` otherwise: e.g. ``check_tensor`` against a library
+    implementation on the same ``args``), and the result must be made of plain tensors.
+
+    ``max_elements`` / ``max_flops``: the work bounds of :func:`check_largest_intermediate` and
+    :func:`check_flops`, measured on one call of ``fn`` made at a random round on fresh inputs,
+    like the timed calls (and checked like them), not on a call the answer could tell apart by
+    its inputs.
 
     Timed in the same process, interleaved (ABBA) with medians of per-round ratios
-    (:func:`attnkit.measure.compare_speed`), so a neighbour process that slows the machine
+    (:func:`attnkit.measure.compare_speed_fresh`), so a neighbour process that slows the machine
     slows both sides. A measurement just below the bar (within a factor 2) is repeated, up to
-    ``attempts`` times with more rounds each time, before the check fails: one unlucky
-    measurement does not cost a student the points, while a solution that is really slow stays
-    slow in every attempt (and one far below the bar fails at once). Returns the best median
-    speedup measured.
+    ``attempts`` times with more rounds each time (and again fresh inputs), before the check
+    fails: one unlucky measurement does not cost a student the points, while a solution that is
+    really slow stays slow in every attempt (and one far below the bar fails at once). Returns the
+    best median speedup measured.
     """
+    def verify(out, args):
+        _exact_results(out, name)
+        check(out, *args)
+
+    def probe(args):
+        out, rec, flops = measure_work(fn, *args)  # one call, both counters
+        if max_elements is not None and rec is not None and rec.numel > max_elements:
+            raise AssertionError(
+                f"{name} allocated a tensor of shape {rec.shape} ({rec.numel:,} elements, from "
+                f"`{rec.op}`) in a call of the speed test; the limit is {int(max_elements):,}. "
+                "Something materialises a matrix that is too large.")
+        if max_flops is not None and flops > max_flops:
+            raise AssertionError(f"{name} did {flops:,} FLOPs in a call of the speed test; the budget is "
+                                 f"{int(max_flops):,}. It computes more than the pattern needs.")
+        verify(out, args)
+
     best, tries = 0.0, 0
     for tries in range(1, attempts + 1):
-        result = compare_speed(fn, reference, *args, rounds=rounds * tries, **kwargs)
+        result = compare_speed_fresh(fn, reference, make_inputs, rounds=rounds * tries, warmup=warmup,
+                                     verify=verify, probe=probe if tries == 1 and (
+                                         max_elements is not None or max_flops is not None) else None)
         best = max(best, result.speedup)
         if best >= min_speedup:
             return best
         if best < min_speedup / 2:  # far too slow: another attempt would not change the verdict
             break
     raise AssertionError(
-        f"{name} is {best:.2f}× as fast as the dense reference (median of interleaved rounds, best of "
-        f"{tries} attempt(s): {result.median_a * 1e3:.1f} ms vs {result.median_b * 1e3:.1f} ms); "
+        f"{name} is {best:.2f}× as fast as the dense reference (median of interleaved rounds on fresh "
+        f"inputs, best of {tries} attempt(s): {result.median_a * 1e3:.1f} ms vs {result.median_b * 1e3:.1f} ms); "
         f"it needs to be at least {min_speedup:g}× faster. Compute only the keys each query can see.")
 
 

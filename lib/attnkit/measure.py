@@ -9,10 +9,16 @@
   caching allocator's statistics; CPU: the same dispatch mode, freeing on garbage collection).
 - :func:`compare_speed`: times two functions in interleaved rounds (A B, then B A, ...) so that
   both see the same machine load, and reports medians and the median of per-round ratios.
+- :func:`compare_speed_fresh`: the same on **fresh inputs for every call** (new random tensors
+  from unpredictable seeds, made outside the timed region), each result checked right after its
+  call: what grading uses, so that an answer caching its outputs gains nothing.
 """
 from __future__ import annotations
 
+import _thread
+import os
 import statistics
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -20,12 +26,12 @@ from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 __all__ = [
-    "count_flops", "TensorRecord", "largest_intermediate", "peak_memory",
-    "SpeedResult", "compare_speed", "time_call",
+    "count_flops", "TensorRecord", "largest_intermediate", "measure_work", "peak_memory",
+    "SpeedResult", "compare_speed", "compare_speed_fresh", "fresh_seed", "time_call",
 ]
 
 
@@ -111,6 +117,17 @@ def largest_intermediate(fn: Callable, *args, **kwargs) -> TensorRecord:
     if not recorder.records:
         raise ValueError("the call allocated no tensors")
     return max(recorder.records, key=lambda r: r.numel)
+
+
+def measure_work(fn: Callable, *args, **kwargs) -> tuple[Any, TensorRecord | None, int]:
+    """One call of ``fn(*args, **kwargs)`` under both counters at once: its result, the largest
+    tensor it allocated (``None`` if none) and its FLOPs. (Two separate calls on the same inputs
+    would let an answer that caches its result do the work only in the first.)"""
+    recorder = _AllocationRecorder()
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter, recorder:
+        out = fn(*args, **kwargs)
+    largest = max(recorder.records, key=lambda r: r.numel) if recorder.records else None
+    return out, largest, int(counter.get_total_flops())
 
 
 def peak_memory(fn: Callable, *args, **kwargs) -> int:
@@ -208,4 +225,103 @@ def compare_speed(fn_a: Callable, fn_b: Callable, *args, rounds: int = 15, warmu
             order = ((fn_a, result.times_a), (fn_b, result.times_b))
             for fn, times in (order if r % 2 == 0 else order[::-1]):
                 times.append(time_call(fn, *args, **kwargs))
+    return result
+
+
+def fresh_seed(_urandom=os.urandom) -> int:
+    """A seed nobody can predict (63 bits from the operating system), for inputs made at grading
+    time. ``os.urandom`` is captured at import, as the clock is (:func:`_now`)."""
+    return int.from_bytes(_urandom(8), "little") >> 1
+
+
+def _threads(_count=getattr(_thread, "_count", threading.active_count)) -> int:
+    """Python threads alive now, also those started with ``_thread`` directly (captured at import)."""
+    return _count()
+
+
+def _plain_results(out) -> None:
+    """A checked result must be made of plain tensors and numbers: an object or a Tensor subclass
+    could put off its work until it is looked at (outside the timed region)."""
+    for leaf in tree_flatten(out)[0]:
+        if type(leaf) not in (torch.Tensor, int, float, bool, type(None)):
+            raise AssertionError(f"the function returned a {type(leaf).__name__}; return plain "
+                                 "torch.Tensor results.")
+
+
+def _timed_fresh(fn: Callable, args: tuple, cuda: bool) -> tuple[float, Any]:
+    """Wall time of ``fn(*args)`` and its result. On a GPU the whole device is synchronised before
+    and after (every stream: work queued on a side stream is not left out of the time)."""
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = _now()
+    out = fn(*args)
+    if cuda:
+        torch.cuda.synchronize()
+    return _now() - t0, out
+
+
+def compare_speed_fresh(fn_a: Callable, fn_b: Callable, make_inputs: Callable[[int], tuple], *,
+                        rounds: int = 15, warmup: int = 2,
+                        verify: Callable[[Any, tuple], None] | None = None,
+                        probe: Callable[[tuple], None] | None = None,
+                        seed: Callable[[], int] = fresh_seed) -> SpeedResult:
+    """Time ``fn_a`` against ``fn_b`` in interleaved rounds (ABBA...), every call on fresh inputs.
+
+    Each call, warm-up included, gets its own ``make_inputs(s)`` for a new unpredictable seed
+    ``s``, made before the clock starts: A and B of a round see inputs of the same shape and
+    distribution (equal cost) but never the same tensors, and no call sees a tensor (identity,
+    storage or values) that an earlier call saw, so nothing an answer cached can be reused. The
+    previous call's inputs are kept alive while the next ones are made, so their storage is not
+    handed out again at once.
+
+    ``verify(out, args)``, if given, checks each result of ``fn_a`` (which must be plain tensors
+    and numbers) outside the timed region, on a copy taken right after the call (work still under way when the call returned is missing from
+    it); it raises ``AssertionError`` on a wrong result. With ``verify``, ``fn_a`` must also not
+    leave a Python thread running after it returns (work handed to a thread would escape the
+    clock, and could slow down ``fn_b``'s turn). ``probe(args)``, if given, is
+    called once, on fresh inputs, at a random round: an untimed call indistinguishable from the
+    timed ones by its inputs (grading measures the work of that call).
+    ``result.speedup`` is the median per-round ratio time_b / time_a (> 1 means A is faster).
+    """
+    seen: set[int] = set()
+
+    def fresh() -> tuple:
+        s = seed()
+        while s in seen:
+            s = seed()
+        seen.add(s)
+        args = make_inputs(s)
+        return tuple(args) if isinstance(args, (tuple, list)) else (args,)
+
+    probe_at = fresh_seed() % rounds if probe is not None else None
+    result = SpeedResult()
+    cuda = None
+    keep: tuple = ()
+    with torch.no_grad():
+        for r in range(-warmup, rounds):
+            if r == probe_at:
+                keep = fresh()
+                probe(keep)
+            order = ((fn_a, result.times_a, True), (fn_b, result.times_b, False))
+            for fn, times, is_a in (order if r % 2 == 0 else order[::-1]):
+                keep = args = fresh()
+                if cuda is None:
+                    cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tree_flatten(args)[0])
+                threads = _threads()
+                elapsed, out = _timed_fresh(fn, args, cuda)
+                if is_a and verify is not None:
+                    _plain_results(out)
+                    # A copy taken at once: what was not computed when the call returned (work left
+                    # to a thread, filled in while the check runs) is missing from it.
+                    out = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)
+                    left = _threads() > threads
+                    if not left:
+                        verify(out, args)
+                    if left or _threads() > threads:
+                        raise AssertionError("the function left a thread running after it returned: "
+                                             "its work must be done when it returns.")
+                del out
+                if r >= 0:
+                    times.append(elapsed)
+    del keep
     return result

@@ -39,6 +39,10 @@
 #
 # Do not call `attnkit.dense_attention`, `torch.nn.functional.scaled_dot_product_attention` or
 # `torch.softmax` in your answers: the point is to build them. The tests use them as references.
+# That covers every other name for them (`Tensor.softmax`, `F.softmax`, `nn.Softmax`,
+# `torch.special.softmax`, `torch.ops.aten._softmax`, `nn.MultiheadAttention`...) and
+# `torch.log_softmax` too: the grader refuses them in your code, and the part scores 0.
+# `exp`, `sum`, `amax`, `masked_fill`, matrix products and the rest of `torch` are yours.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math

@@ -435,13 +435,24 @@ assert mse_orth < 0.6 * mse_iid, (f"orthogonal features should estimate the kern
 # `dense_attention` in this process (interleaved rounds, medians): it must be at least 5× faster.
 
 # %% nbgrader={"grade": true, "grade_id": "test_linear_speed", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-"""Part 8: linear_attention() is at least 5× faster than dense attention at N=4096 (float32, B=1, H=4, D=64)."""
+"""Part 8: linear_attention() is at least 5× faster than dense attention at N=4096 (float32, B=1, H=4, D=64),
+timed interleaved in this process on fresh random inputs in every round (a result stored from an earlier
+call gains nothing); every result is checked against the library's linear attention on the same inputs,
+and a call among the timed ones allocates no tensor larger than N²/8 elements."""
+from attnkit import dense_attention as _dense
 from attnkit.kernel import linear as _linear
 _device = "cuda" if torch.cuda.is_available() else "cpu"
-q, k, v = grading.random_qkv(1, 4, 4096, 64, seed=8, dtype=torch.float32, device=_device)
-grading.check_tensor(linear_attention(q[:, :, :256], k[:, :, :256], v[:, :, :256]),
-                     _linear(q[:, :, :256], k[:, :, :256], v[:, :, :256]),
+q, k, v = grading.random_qkv(1, 4, 256, 64, seed=8, dtype=torch.float32, device=_device)
+grading.check_tensor(linear_attention(q, k, v), _linear(q, k, v),
                      name="linear_attention (before timing it)", atol=1e-4, rtol=1e-3)
-speedup = grading.check_speedup(lambda: linear_attention(q, k, v), lambda: dense_attention(q, k, v),
-                                min_speedup=5.0, name="linear_attention at N=4096")
+
+def _inputs(seed):
+    return grading.random_qkv(1, 4, 4096, 64, seed=seed, dtype=torch.float32, device=_device)
+
+def _right(out, q_, k_, v_):
+    grading.check_tensor(out, _linear(q_, k_, v_), atol=1e-4, rtol=1e-3,
+                         name="linear_attention at N=4096 (a timed call)")
+
+speedup = grading.check_speedup(linear_attention, _dense, _inputs, min_speedup=5.0, check=_right,
+                                max_elements=4096 * 4096 // 8, name="linear_attention at N=4096")
 print(f"{speedup:.1f}× faster than dense attention on {_device}")

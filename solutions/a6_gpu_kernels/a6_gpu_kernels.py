@@ -882,7 +882,8 @@ _check_window(1, 2, 65, 16, 16, seed=9, causal=True)
 """Part 8: at N=4096, w=64, 64x64 tiles, window_attention() visits exactly the fewest key tiles
 (4.6% of the dense tiles) and never loads a tile outside a query block's band (probe blocks stay
 right with NaN in every other tile). On a GPU only: it is also at least 3x faster than SDPA at
-N=16384, w=256 (float32, B=1, H=16, D=64)."""
+N=16384, w=256 (float32, B=1, H=16, D=64), timed interleaved on fresh random inputs in every round
+(a result stored from an earlier call gains nothing), each timed call's output and tile counts checked."""
 from attnkit.fixed import local_reference as _local_reference
 from attnkit.triton_window import tile_counts as _tile_counts
 
@@ -928,13 +929,16 @@ def _check_probes(N, w, block, probes, seed):
 _visited = _check_probes(4096, 64, 64, probes=(0, 5, 31, 63), seed=11)
 print(f"window_attention at N=4096, w=64: {_visited} of 4096 key tiles ({_visited / 4096:.1%})")
 
-if DEVICE == "cuda":
+if DEVICE == "cuda":  # timed on fresh random inputs in every round; each result checked (values and tiles)
+    from attnkit.banded import window_attention as _banded_window
     from attnkit.fixed import local as _flex_local
-    from attnkit.measure import compare_speed as _compare_speed
-    _q, _k, _v = grading.random_qkv(1, 16, 16384, 64, seed=12, dtype=torch.float32, device=DEVICE)
+    from attnkit.measure import compare_speed_fresh as _compare_speed_fresh
+
+    def _inputs(seed):
+        return grading.random_qkv(1, 16, 16384, 64, seed=seed, dtype=torch.float32, device=DEVICE)
 
     def _window(q, k, v):
-        return window_attention(q, k, v, 256)[0]
+        return window_attention(q, k, v, 256)
 
     def _sdpa(q, k, v):
         return F.scaled_dot_product_attention(q, k, v)
@@ -942,11 +946,26 @@ if DEVICE == "cuda":
     def _flex_window(q, k, v):
         return _flex_local(q, k, v, window=256)
 
-    _speedup = grading.check_speedup(_window, _sdpa, _q, _k, _v, min_speedup=3.0,
+    _fewest = _tile_counts(16384, block_m=BLOCK, block_n=BLOCK, window=256)
+
+    def _right(result, q, k, v):
+        """A timed call's output against the library's banded window, and its tiles: the fewest."""
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise AssertionError("window_attention should return (out, tiles).")
+        _check_out(result[0], _banded_window(q, k, v, window=256, scale=0.125)[0],
+                   "window_attention at N=16384, window=256 (a timed call)", _TOL)
+        grading.check_type(result[1], "the tiles of window_attention")
+        got = result[1].cpu().long().view(-1, _fewest.numel())
+        if not (got == _fewest).all():
+            raise AssertionError(f"window_attention at N=16384, window=256 (a timed call): the query blocks "
+                                 f"visited {got.sum().item()} key tiles, the fewest is {16 * _fewest.sum().item()}.")
+
+    _speedup = grading.check_speedup(_window, _sdpa, _inputs, min_speedup=3.0, check=_right,
                                      name="window_attention at N=16384, window=256 (vs SDPA)")
     print(f"{_speedup:.1f}× faster than SDPA")
     try:  # for comparison only: a problem in the library's Flex path costs no points
-        _vs_flex = _compare_speed(_window, _flex_window, _q, _k, _v, rounds=7).speedup
+        _vs_flex = _compare_speed_fresh(_window, _flex_window, _inputs, rounds=7,
+                                        verify=lambda result, args: _right(result, *args)).speedup
         print(f"{_vs_flex:.2f}× the speed of FlexAttention's window (attnkit.fixed.local)")
     except Exception as _exc:  # noqa: BLE001
         print(f"FlexAttention's window was not timed ({type(_exc).__name__}: {_exc})")

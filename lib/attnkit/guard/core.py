@@ -16,9 +16,11 @@ import hashlib
 import hmac
 import os
 import sys
+import threading
 import types
 
 from .. import graded
+from .dispatch import operators
 from .errors import GuardError
 from .shell import lock_shell
 
@@ -29,6 +31,30 @@ _LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # The installed guard of this kernel, or None before ``attnkit.guard.install``.
 active = None
+
+
+@functools.lru_cache(maxsize=None)
+def _is_file(path: str) -> bool:
+    return os.path.isfile(path)
+
+
+def _route(why: str) -> str:
+    """The short form of a refusal's reason, for the flag: "it was called from your code" ->
+    "from your code"."""
+    return why.removeprefix("it was called ").removeprefix("the test reached it ")
+
+
+def _leaves_student_frame(value, kind) -> bool:
+    """Calling ``value`` runs Python code a student cell wrote (so its frame shows on the stack)."""
+    fn = getattr(value, "__func__", value)
+    if isinstance(fn, types.FunctionType):
+        return kind(fn.__code__.co_filename) == "student"
+    cls = value if isinstance(value, type) else type(value)
+    for attr in ("forward", "__call__"):
+        method = getattr(getattr(cls, attr, None), "__func__", getattr(cls, attr, None))
+        if isinstance(method, types.FunctionType) and kind(method.__code__.co_filename) == "student":
+            return True
+    return False
 
 
 class Guard:
@@ -55,6 +81,16 @@ class Guard:
             os.path.dirname(os.__file__))}))
         self.snapshot = None
         self.setattr_targets = {id(f) for f in graded.references().values()}
+        # forbidden built-ins: {aten operator: built-in}; refused in student code by the dispatch mode
+        self.forbidden = tuple(config.get("forbidden", ()))
+        self.builtin_ops = types.MappingProxyType(operators(self.forbidden))  # read-only
+        # original code of each protected reference (reached around its wrapper: refused)
+        self.ref_codes = types.MappingProxyType({code: name for name, code in graded.original_codes().items()
+                                                 if name in self.protected} if config.get("watch_references", True) else {})
+        self.main_thread = threading.get_ident()  # the kernel's thread, the one running the cells
+        self.threads: dict[int, bool] = {}  # thread started after install -> started by student code?
+        self.mode_class = None  # the dispatch mode (attnkit.guard.dispatch), set by install
+        self.mode = None
         lock_shell(self, shell)
         self._sealed = True
 
@@ -115,9 +151,79 @@ class Guard:
         if filename in self.trusted_files:
             return "instructor"
         if filename.startswith("<frozen ") or (filename.startswith(self.trusted_dirs)
-                                               and os.path.isfile(filename)):
+                                               and _is_file(filename)):
             return "library"
         return "student"
+
+    # -- threads -------------------------------------------------------------------------------
+    def _student_thread(self) -> bool:
+        """This thread is not the kernel's and was not started by library code after install
+        (started by student code, or by a route around the guard's thread wrapper)."""
+        ident = threading.get_ident()
+        return ident != self.main_thread and self.threads.get(ident, True)
+
+    def started_by_student(self) -> bool:
+        """A thread started now would run student work: student code is on the stack, or this
+        thread itself is a student's."""
+        if self._student_thread():
+            return True
+        frame = sys._getframe(2)
+        while frame is not None:
+            if self._frame_kind(frame.f_code.co_filename) == "student":
+                return True
+            frame = frame.f_back
+        return False
+
+    def new_mode(self):
+        """A fresh dispatch mode for a new thread (None when the guard runs without one)."""
+        return None if self.mode_class is None else self.mode_class()
+
+    def mode_missing(self) -> bool:
+        """The guard's dispatch mode is no longer on this (the kernel's) thread's mode stack."""
+        if self.mode is None:
+            return False
+        import torch
+
+        stack = [torch._C._get_dispatch_stack_at(i) for i in range(torch._C._len_torch_dispatch_stack())]
+        return not any(m is self.mode for m in stack)
+
+    def _restore_mode(self) -> None:
+        if self.mode_missing():
+            from torch.utils._python_dispatch import _push_mode
+
+            _push_mode(self.mode)
+            self.flag("removed the grading guard's dispatch mode (restored before each cell)")
+
+    # -- forbidden built-ins and routes around a reference's wrapper -----------------------------
+    def check_builtin(self, label: str) -> None:
+        """An operator of the forbidden built-in ``label`` is about to run: refuse it when student
+        code called it (a student frame is the innermost non-library frame), when the test
+        reached it through something a student cell bound that runs no Python of its own
+        (``attention = F.scaled_dot_product_attention``, a partial of it), or on a student's thread."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            kind = self._frame_kind(frame.f_code.co_filename)
+            if kind == "student":
+                self._refuse_builtin(label, "it was called from your code")
+            if kind == "instructor":
+                n = self._reached_through(frame)
+                if n is not None:
+                    self._refuse_builtin(label, f"the test reached it through your {n!r}")
+                return
+            frame = frame.f_back
+        if self._student_thread():
+            self._refuse_builtin(label, "it was called on a thread your code started")
+
+    def _refuse_builtin(self, label: str, why: str):
+        self.flag(f"called forbidden built-in {label} in an answer ({_route(why)})")
+        raise GuardError(f"{label} is not allowed in this assignment's answers; {why}. "
+                         "Write it with other torch functions.")
+
+    def refuse_original(self, name: str):
+        """The original code of protected reference ``name`` runs without its wrapper."""
+        self.flag(f"called the library's reference {name} around its wrapper (its closure or code) in an answer")
+        raise GuardError(f"attnkit's {name.split('.')[-1]} is the reference this assignment grades against; "
+                         "it was reached around its wrapper. Write your own implementation.")
 
     def check_caller(self, name: str) -> None:
         """Refuse a call of the protected reference ``name`` that student code made or reached.
@@ -126,6 +232,8 @@ class Guard:
         """
         if name not in self.protected:
             return
+        if self._student_thread():
+            self._refuse(name, "it was called on a thread your code started")
         frame = sys._getframe(2)
         innermost = None
         while frame is not None:
@@ -139,14 +247,27 @@ class Guard:
             return  # called from library code alone (no notebook on the stack)
         # No student frame: was the reference reached through something a student cell bound
         # (an alias, a partial, an object whose __call__ is the reference) named in the call?
-        scope = {**innermost.f_globals, **innermost.f_locals}
-        for n in sorted(self._call_names(innermost)):
-            if n in self.student_values and scope.get(n, self) is self.student_values[n]:
-                self._refuse(name, f"the test reached it through your {n!r}")
+        n = self._reached_through(innermost)
+        if n is not None:
+            self._refuse(name, f"the test reached it through your {n!r}")
+
+    def _reached_through(self, frame) -> str | None:
+        """A name in the call expression instructor ``frame`` is evaluating that a student cell
+        bound to a callable running no student Python of its own (an alias of a library or
+        built-in function, a partial, an object whose ``__call__`` is one): the work it reaches
+        leaves no student frame on the stack. Tensors and the student's own functions (whose
+        frames the stack walk sees) are not such names."""
+        scope = {**frame.f_globals, **frame.f_locals}
+        for n in sorted(self._call_names(frame)):
+            value = self.student_values.get(n, self)
+            if value is not self and scope.get(n, self) is value and callable(value) \
+                    and not _leaves_student_frame(value, self._frame_kind):
+                return n
+        return None
 
     def _refuse(self, name: str, why: str):
         short = name.split(".")[-1]
-        self.flag(f"called the library's reference {name} in an answer")
+        self.flag(f"called the library's reference {name} in an answer ({_route(why)})")
         raise GuardError(f"attnkit's {short} is the reference this assignment grades against; "
                          f"{why}. Write your own implementation.")
 
@@ -174,7 +295,11 @@ class Guard:
         return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
     def _call_names(self, frame) -> frozenset:
-        return self._names_at(frame.f_code, frame.f_lasti)
+        """Names in the call expression an instructor frame is evaluating, less the names its
+        own cell binds (a test that imports ``dense_attention`` calls the library's, even when
+        a student cell imported it too)."""
+        entry = self.trusted_files.get(frame.f_code.co_filename) or {}
+        return self._names_at(frame.f_code, frame.f_lasti) - frozenset(entry.get("binds", ()))
 
     # -- cells -------------------------------------------------------------------------------
     def classify(self, raw_cell: str):
@@ -193,6 +318,7 @@ class Guard:
         if restored:
             self.flag("patched " + ", ".join(sorted(restored)[:6])
                       + (" ..." if len(restored) > 6 else "") + " (restored before each cell)")
+        self._restore_mode()
         self._restore_shell()
         ns = self.shell.user_ns
         if ns.get("__builtins__") is not builtins:
@@ -278,6 +404,8 @@ class Guard:
         if not entry.get("grade"):
             return
         changed = self.snapshot.changes()
+        if self.mode_missing():
+            changed.append("the grading guard's dispatch mode")
         ok = bool(result.success) and not changed and type(self.shell) is self.shell_class
         why = ""
         if changed:

@@ -12,6 +12,8 @@ import sys
 _MODULES = ("builtins", "math", "time", "torch", "torch.nn.functional", "torch.testing",
             "numpy", "numpy.testing")
 _CLASSES = (("torch", "Tensor"), ("torch.nn", "Module"))
+# Single attributes of other modules: the guard's thread wrapper (attnkit.guard.dispatch).
+_KEYS = {"_thread": ("start_new_thread", "start_new"), "threading": ("_start_new_thread",)}
 
 
 def protected_namespaces() -> list[tuple[str, object, bool]]:
@@ -42,6 +44,10 @@ class Snapshot:
         self.items = [(label, obj, is_cls, {k: v for k, v in vars(obj).items()
                                             if k not in _VOLATILE.get(label, ())})
                       for label, obj, is_cls in protected_namespaces()]
+        for name, keys in _KEYS.items():
+            mod = sys.modules.get(name)
+            if mod is not None:
+                self.items.append((name, mod, False, {k: vars(mod)[k] for k in keys if k in vars(mod)}))
 
     def changes(self) -> list[str]:
         out = []
