@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from pathlib import Path
 import time
 
 import nbformat
@@ -63,8 +64,8 @@ def _alive(pid: int) -> bool:
 def test_a_kernel_serves_one_student_and_is_destroyed(tmp_path, monkeypatch):
     monkeypatch.setattr(execute, "protect", _NoGuard())
     monkeypatch.setattr(pool._local, "pool", None, raising=False)  # a pool of this test's own
-    temp = tmp_path / "tmp"  # the kernels' runtime and scratch folders
-    temp.mkdir()
+    # the kernels' runtime and scratch folders: a short path (a Unix socket path has a 107-byte limit)
+    temp = Path(tempfile.mkdtemp(prefix="pool-", dir="/tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     records, outputs = {}, {}
     for name in ("ana", "ben", "cleo"):

@@ -257,7 +257,7 @@ EXPECTED: dict[str, tuple[float, str]] = {
     "transformer": (6.0, "registered input/AST transformers"),
     "patch_checks": (6.0, "patched attnkit.grading.check"),
     "always_equal": (6.0, "static: defines __eq__"),
-    "read_hidden": (6.0, "refused access to"),
+    "read_hidden": (6.0, "static: calls opens files"),
     "gradebook": (6.0, "refused opening an SQLite database"),
     # Part 5 is honest but calls the student's attention(), which calls the reference: 1 point.
     "reference": (1.0, "called the library's reference"),
