@@ -158,10 +158,23 @@ def bwrap_args(*, runtime: str, scratch: str, uid: int, limits: Limits, gpu: boo
     return args
 
 
+# A Unix socket's path holds at most 107 bytes; the kernel's sockets are "<runtime>/kernel-N".
+SOCKET_PATH_MAX = 107
+
+
+def socket_parent() -> str:
+    """Where kernel runtime folders go: the temp folder, or ``/tmp`` when the temp folder's
+    path is too long for the kernel's IPC socket paths inside it (a deep ``TMPDIR`` would
+    otherwise fail every kernel start with ZMQ's "File name too long")."""
+    parent = tempfile.gettempdir()
+    longest = os.path.join(parent, "attnkit-kernel-" + "x" * 8, "kernel-65535")
+    return parent if len(longest.encode()) <= SOCKET_PATH_MAX else "/tmp"
+
+
 def make_runtime(uid: int) -> str:
     """A fresh private runtime folder owned by ``uid``: home (with matplotlib's font cache so
     the first plot does not log "building the font cache" to stderr), passwd/group entries."""
-    runtime = tempfile.mkdtemp(prefix="attnkit-kernel-")
+    runtime = tempfile.mkdtemp(prefix="attnkit-kernel-", dir=socket_parent())
     home = Path(runtime, "home")
     (home / ".config" / "matplotlib").mkdir(parents=True)
     cache = Path(os.environ.get("MPLCONFIGDIR") or Path.home() / ".cache" / "matplotlib")

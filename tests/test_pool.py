@@ -127,3 +127,26 @@ def test_warm_imports_bind_no_name_and_keep_the_count(tmp_path, monkeypatch):
     assert results[True] == (f"{count} True True []", 1)  # imported, nothing bound, same counts
     assert pool.kernel_pool().ready == []  # lookahead 0: nothing started ahead
     assert json.loads((tmp_path / SIDECAR).read_text())["notebook"]["timings"]["cells"] > 0
+
+
+def test_kernel_sockets_fit_under_a_deep_temp_folder(tmp_path, monkeypatch):
+    """A deep TMPDIR (pytest's own folders are one) must not push the kernel's IPC socket
+    paths past the 107 bytes a Unix socket allows: the runtime folder moves to /tmp."""
+    from autograder import sandbox
+
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert sandbox.socket_parent() == "/tmp"
+    runtime = sandbox.make_runtime(os.getuid())
+    try:
+        assert len(os.path.join(runtime, "kernel-65535").encode()) <= sandbox.SOCKET_PATH_MAX
+    finally:
+        import shutil
+        shutil.rmtree(runtime)
+    short = tempfile.mkdtemp(prefix="s-", dir="/tmp")
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", short)
+        assert sandbox.socket_parent() == short  # a short temp folder is kept
+    finally:
+        os.rmdir(short)
