@@ -294,3 +294,41 @@ def test_compilers_start_only_their_own_programs(monkeypatch):
     assert ok((sys.executable, [sys.executable, "-c", probe], None, probe_env))
     assert not ok((sys.executable, [sys.executable, "-c", probe], None, {**probe_env, "PYTHONPATH": "."}))
     assert not ok((sys.executable, [sys.executable, "-c", probe], None, {**probe_env, "PYTHONSAFEPATH": ""}))
+
+
+def test_reference_around_its_wrapper_is_refused_above_every_cell_boundary(tmp_path):
+    """The dispatch mode walks the whole stack of every operation. The undecorated
+    reference (from its wrapper's closure) is still refused from a student cell, from a cell run
+    inside a cell with ``get_ipython().run_cell`` (whose frame sits above the outer one), from a
+    function deep in the student's own stack, and on a thread; the wrapped reference still runs
+    for the instructor's test (through a helper of an instructor cell)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell("import threading, torch\nimport attnkit\nfrom attnkit import dense_attention\n"
+              "def helper(q):\n    return dense_attention(q, q, q)", "setup", points=0, locked=True),
+        _cell("orig = [c.cell_contents for c in attnkit.dense_attention.__closure__ if callable(c.cell_contents)][0]\n"
+              "x = torch.randn(1, 1, 3, 4)\n"
+              "def attempt(name, fn):\n    try:\n        fn()\n        print('allowed', name)\n"
+              "    except Exception as exc:\n        print('refused' if 'around its wrapper' in str(exc) else 'error', name)\n"
+              "attempt('cell', lambda: orig(x, x, x))\n"
+              "attempt('nested cell', lambda: get_ipython().run_cell('orig(x, x, x)').raise_error())\n"
+              "def deep(n):\n    return orig(x, x, x) if n == 0 else deep(n - 1)\n"
+              "attempt('deep', lambda: deep(30))\n"
+              # the reference's first step calls back into student code, which runs a cell whose
+              # operation is the first one under the reference: the walk must go past that cell
+              "class Q:\n    def dim(self):\n        r = get_ipython().run_cell('_ = x + 1')\n"
+              "        e = r.error_in_exec\n"
+              "        print('refused' if e and 'around its wrapper' in str(e) else 'allowed', 'under a nested cell')\n"
+              "        return 4\n"
+              "try:\n    orig(Q(), x, x)\nexcept Exception:\n    pass\n"
+              "t = threading.Thread(target=lambda: attempt('thread', lambda: orig(x, x, x)))\n"
+              "t.start(); t.join()"),
+        _cell("torch.testing.assert_close(helper(x), dense_attention(x, x, x))", "test_helper"),
+    ]
+    nb, res = run_guarded(nb, tmp_path, name=A1, timeout=120)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    for route in ("cell", "nested cell", "deep", "thread", "under a nested cell"):
+        assert f"refused {route}\n" in printed, (route, printed)
+    assert not [line for line in printed.splitlines() if line.startswith(("allowed", "error"))], printed
+    assert _score(nb)[1] == {"test_helper": True}, nb.cells[-1].outputs
+    assert any("around its wrapper" in f for f in res["attnkit_flags"]), res["attnkit_flags"]
