@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 import time
@@ -142,7 +143,6 @@ def test_kernel_sockets_fit_under_a_deep_temp_folder(tmp_path, monkeypatch):
     try:
         assert len(os.path.join(runtime, "kernel-65535").encode()) <= sandbox.SOCKET_PATH_MAX
     finally:
-        import shutil
         shutil.rmtree(runtime)
     short = tempfile.mkdtemp(prefix="s-", dir="/tmp")
     try:
