@@ -198,6 +198,8 @@ class KernelPool:
         base = tempfile.mkdtemp(prefix="attnkit-scratch-")
         os.makedirs(os.path.join(base, "scratch"))
         km = executor.kernel_manager_class(kernel_name=executor.kernel_name, config=executor.config)
+        if km.has_trait("preload"):  # the sandbox's fork server imports them once, up front
+            km.preload = list(executor.warm_imports)
         lease = Lease(km, base, key)
         args = list(executor.extra_arguments)
         if getattr(km, "ipykernel", False):

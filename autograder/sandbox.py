@@ -49,17 +49,20 @@ import functools
 import glob
 import os
 import secrets
+import select
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Integer, List, Unicode
 
+from . import forkserver
 from .limits import DEFAULT_LIMITS, Limits
 
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
@@ -99,12 +102,46 @@ def readonly_paths() -> list[str]:
     return out
 
 
+def kernel_env(runtime: str, gpu: bool = False) -> dict[str, str]:
+    """The kernel's whole environment (nothing else of the grader's passes)."""
+    home = f"{runtime}/home"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+           "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8",
+           "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.config/matplotlib",
+           "XDG_CACHE_HOME": f"{home}/.cache", "TMPDIR": "/tmp"}
+    env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
+    if gpu:  # where the driver's libraries are and which GPU: CUDA cannot start without them
+        env.update({k: os.environ[k] for k in GPU_ENV if k in os.environ})
+    return env
+
+
+def limit_args(uid: int, limits: Limits) -> list[str]:
+    """``prlimit`` and ``setpriv``: the limits, then the per-kernel uid without privileges."""
+    prlimit = shutil.which("prlimit") or "prlimit"
+    setpriv = shutil.which("setpriv") or "setpriv"
+    args = [prlimit] + [f"{LIMIT_FLAGS[k]}={int(v)}" for k, v in limits_dict(limits).items()
+                        if v is not None] + ["--"]
+    return args + [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                   "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+
+
+LIMIT_FLAGS = {"memory": "--as", "cpu_time": "--cpu", "file_size": "--fsize",
+               "processes": "--nproc"}
+
+
+def limits_dict(limits: Limits) -> dict[str, int | None]:
+    return {"memory": limits.memory, "cpu_time": limits.cpu_time,
+            "file_size": limits.file_size, "processes": limits.processes}
+
+
 def bwrap_args(*, runtime: str, scratch: str, uid: int, limits: Limits, gpu: bool = False,
-               extra_readonly: tuple[str, ...] = (), mask: tuple[str, ...] = ()) -> list[str]:
+               extra_readonly: tuple[str, ...] = (), mask: tuple[str, ...] = (),
+               drop: bool = True) -> list[str]:
     """The command prefix that runs a program in the sandbox (see the module docstring).
 
     runtime: fresh private folder (home, sockets, connection file), writable by ``uid``.
     scratch: the kernel's writable working folder; ``mask``: files in it hidden (read as empty).
+    drop: end with ``limit_args`` (``False``: the fork server's holder, which runs as root).
     """
     bwrap = bwrap_path()
     if bwrap is None:
@@ -137,25 +174,10 @@ def bwrap_args(*, runtime: str, scratch: str, uid: int, limits: Limits, gpu: boo
         for d in ("/proc/driver/nvidia", "/usr/local/nvidia", "/usr/local/cuda"):  # driver, toolkit
             if os.path.isdir(d) and not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
                 args += ["--ro-bind", d, d]
-    home = f"{runtime}/home"
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-           "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8",
-           "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.config/matplotlib",
-           "XDG_CACHE_HOME": f"{home}/.cache", "TMPDIR": "/tmp"}
-    env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
-    if gpu:  # where the driver's libraries are and which GPU: CUDA cannot start without them
-        env.update({k: os.environ[k] for k in GPU_ENV if k in os.environ})
-    for key, value in env.items():
+    for key, value in kernel_env(runtime, gpu).items():
         args += ["--setenv", key, value]
     args += ["--chdir", scratch]
-    prlimit = shutil.which("prlimit") or "prlimit"
-    setpriv = shutil.which("setpriv") or "setpriv"
-    rl = {"--as": limits.memory, "--cpu": limits.cpu_time, "--fsize": limits.file_size,
-          "--nproc": limits.processes}
-    args += [prlimit] + [f"{k}={int(v)}" for k, v in rl.items() if v is not None] + ["--"]
-    args += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    return args
+    return args + limit_args(uid, limits) if drop else args
 
 
 # A Unix socket's path holds at most 107 bytes; the kernel's sockets are "<runtime>/kernel-N".
@@ -221,6 +243,12 @@ class SandboxKernelManager(AsyncKernelManager):
                         help="processes + threads").tag(config=True)
     gpu = Bool(False, help="bind /dev/nvidia* into the sandbox (untested)").tag(config=True)
     extra_readonly = List(Unicode(), help="more paths visible read-only").tag(config=True)
+    fork_server = Bool(True, help="fork the kernel from a process that has imported torch "
+                       "(forkserver.py) instead of starting a new Python in the sandbox; the "
+                       "exec path is used anyway where forking is not supported, with gpu, "
+                       "or when the fork server fails").tag(config=True)
+    preload = List(Unicode(), help="modules the fork server imports (the kernel pool sets "
+                   "the executor's warm_imports)")
 
     def __init__(self, **kwargs):
         self.uid = UID_BASE + secrets.randbelow(1 << 20)
@@ -230,6 +258,7 @@ class SandboxKernelManager(AsyncKernelManager):
         kwargs.setdefault("connection_file", os.path.join(self.runtime, "kernel.json"))
         super().__init__(**kwargs)
         self._scratch: str | None = None
+        self._fork_plan: tuple | None = None  # (holder command, kernel argv, env) when forking
 
     @property
     def limits(self) -> Limits:
@@ -261,19 +290,45 @@ class SandboxKernelManager(AsyncKernelManager):
         mask = tuple(sorted(str(p) for p in Path(scratch).glob("*.ipynb")))
         prefix = bwrap_args(runtime=self.runtime, scratch=scratch, uid=self.uid,
                             limits=self.limits, gpu=self.gpu,
-                            extra_readonly=tuple(self.extra_readonly), mask=mask)
+                            extra_readonly=tuple(self.extra_readonly), mask=mask, drop=False)
         # read-only over the writable binds: the connection file and the grader's records
         pinned = [os.path.realpath(self.connection_file)]
         pinned += sorted(str(p) for p in Path(scratch).glob(".attnkit-*") if p.is_file())
         at = prefix.index("--chdir")
         prefix[at:at] = [a for p in pinned for a in ("--ro-bind", p, p)]
-        return prefix + cmd
+        self._fork_plan = None
+        argv = _ipykernel_argv(cmd)
+        if (argv and self.fork_server and not self.gpu and forkserver.supported()
+                and _forking_works()):
+            self._fork_plan = (prefix + [shutil.which("sleep") or "/bin/sleep", "infinity"],
+                               argv, kernel_env(self.runtime))
+        return prefix + limit_args(self.uid, self.limits) + cmd
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         # Without JPY_PARENT_PID ipykernel prints a "connect to this kernel" banner on stdout:
         # send the kernel's stdout where its stderr goes (the grading log), not to the console.
         kw.setdefault("stdout", 2)
+        if self._fork_plan is not None:
+            try:
+                return await self._launch_forked(*self._fork_plan, **kw)
+            except (OSError, RuntimeError) as exc:  # the exec path still works: use it
+                _forking_failed(exc)
+                self.log.warning("fork server: %s; starting the kernel in a new Python", exc)
+                await self.provisioner.kill()
+                await self.provisioner.wait()
         await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    async def _launch_forked(self, holder_cmd: list[str], argv: list[str], inside_env: dict,
+                             **kw):
+        """bubblewrap holds the sandbox (``sleep``); the fork server's kernel joins it."""
+        await super()._async_launch_kernel(holder_cmd, **kw)
+        holder = self.provisioner.process
+        inside = _holder_inside(holder)
+        server = forkserver.server(tuple(self.preload), kernel_env("/nonexistent"))
+        pid, pidfd = server.spawn(holder=inside, uid=self.uid, cwd=self._scratch, env=inside_env,
+                                  limits=limits_dict(self.limits), argv=argv,
+                                  stdout=_fd(kw.get("stdout"), 1), stderr=_fd(kw.get("stderr"), 2))
+        self.provisioner.process = ForkedKernel(holder, pid, pidfd)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
@@ -287,6 +342,112 @@ class SandboxKernelManager(AsyncKernelManager):
     def __del__(self):
         shutil.rmtree(self.runtime, ignore_errors=True)
         super().__del__()
+
+
+def _ipykernel_argv(cmd: list[str]) -> list[str] | None:
+    """``[python, <flags>, -m, ipykernel_launcher, *args]`` -> ``[ipykernel_launcher, *args]``
+    (the kernel's ``sys.argv`` in a forked kernel); None for any other kernel command, or for
+    another Python than the grader's (the fork server is the grader's Python)."""
+    if "ipykernel_launcher" not in cmd:
+        return None
+    at = cmd.index("ipykernel_launcher")
+    if at < 2 or cmd[at - 1] != "-m" or (
+            os.path.realpath(shutil.which(cmd[0]) or cmd[0]) != os.path.realpath(sys.executable)):
+        return None
+    return cmd[at:]
+
+
+def _fd(stream, default: int) -> int:
+    """The file descriptor behind a Popen-style ``stdout``/``stderr`` argument."""
+    if stream is None:
+        return default
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+def _holder_inside(holder: subprocess.Popen, timeout: float = 60.0) -> int:
+    """The pid of the holder's ``sleep``, once bubblewrap has built the sandbox around it
+    (bubblewrap starts it only then): bwrap -> bwrap's init (PID 1 inside) -> sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if holder.poll() is not None:
+            raise RuntimeError(f"the sandbox did not start (bwrap exit {holder.returncode})")
+        for init in _children(holder.pid):
+            for pid in _children(init):
+                try:
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
+                        return pid
+                except OSError:
+                    pass
+        time.sleep(0.002)
+    raise RuntimeError("the sandbox did not start in time")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+_fork_failures: list[str] = []
+
+
+def _forking_works() -> bool:
+    return not _fork_failures
+
+
+def _forking_failed(exc: Exception) -> None:
+    """After a failure of the fork server itself, this process starts kernels the exec way."""
+    _fork_failures.append(f"{type(exc).__name__}: {exc}")
+
+
+class ForkedKernel:
+    """What the provisioner holds for a forked kernel, in ``subprocess.Popen``'s shape: the
+    holder (bubblewrap) is the process that is signalled, killed and waited for; the kernel's
+    pidfd says when the kernel is gone (then the holder is killed, taking the sandbox down)."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, holder: subprocess.Popen, pid: int, pidfd: int):
+        self.holder, self.kernel_pid, self.pidfd = holder, pid, pidfd
+        self.pid = holder.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.holder.returncode
+
+    def poll(self) -> int | None:
+        if self.pidfd is not None and select.select([self.pidfd], [], [], 0)[0]:
+            self._close_pidfd()
+            if self.holder.poll() is None:
+                self.holder.kill()
+            self.holder.wait()
+        return self.holder.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.holder.wait(timeout)
+        self._close_pidfd()
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        self.holder.send_signal(signum)
+
+    def kill(self) -> None:
+        self.holder.kill()
+
+    def terminate(self) -> None:
+        self.holder.terminate()
+
+    def _close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def __del__(self):
+        self._close_pidfd()
 
 
 def probe() -> str | None:

@@ -191,7 +191,7 @@ def test_a_cell_that_kills_the_kernel_costs_nothing_else(tmp_path, unsafe, capsy
     assert ("WARNING: --unsafe" in printed) == unsafe
     with open(out / "grades.csv") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
-    assert float(rows["killer"]["score"]) == 12, rows["killer"]
+    assert float(rows["killer"]["score"]) == 12, (rows["killer"], printed)
     assert unsafe or float(rows["full"]["score"]) == 12, rows["full"]
     assert "kernel restarted 1 time, skipped '#" in rows["killer"]["notes"], rows["killer"]
     assert "killed the kernel" in rows["killer"]["notes"]

@@ -123,4 +123,4 @@ def test_caching_answer_loses_the_speed_cell(kernels, name, student):
     print(f"{name}, {student}: {error}")
     # Lost to the speed test itself (too slow on fresh inputs, or the work bound of a call made
     # among the timed ones), not to some unrelated error.
-    assert "AssertionError" in error and speed.WHY[student] in error, error
+    assert "AssertionError" in error and any(why in error for why in speed.WHY[student]), error

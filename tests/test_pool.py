@@ -18,6 +18,7 @@ import time
 
 import nbformat
 import pytest
+from traitlets.config import Config
 
 from autograder import execute, pool
 from autograder.execute import SIDECAR, ResilientExecute, read_sidecar
@@ -119,13 +120,18 @@ def test_warm_imports_bind_no_name_and_keep_the_count(tmp_path, monkeypatch):
     probe = ("import sys\nprint(get_ipython().execution_count, 'attnkit.guard' in sys.modules, "
              "'torch' in sys.modules, sorted(k for k in globals() if 'attnkit' in k or k == 'torch'))")
     results = {}
-    for warm in ([], ["attnkit.guard"]):
-        ep = ResilientExecute(kernel_name="python3", warm_imports=warm, lookahead=0)
+    # the control: a bare kernel started as a new Python; then warm ones, exec'd and forked (a
+    # forked kernel has the fork server's imports, attnkit.guard among them, whatever it asks)
+    for warm, fork in (([], False), (["attnkit.guard"], False), (["attnkit.guard"], True),
+                       ([], True)):
+        config = Config({"SandboxKernelManager": {"fork_server": fork}})
+        ep = ResilientExecute(kernel_name="python3", warm_imports=warm, lookahead=0, config=config)
         nb, _ = ep.preprocess(_notebook(probe), {"metadata": {"path": str(tmp_path)}})
-        results[bool(warm)] = (_text(nb.cells[0]), nb.cells[0].execution_count)
-    count = results[False][0].split()[0]  # the control: a bare kernel
-    assert results[False] == (f"{count} False False []", 1)
-    assert results[True] == (f"{count} True True []", 1)  # imported, nothing bound, same counts
+        results[bool(warm), fork] = (_text(nb.cells[0]), nb.cells[0].execution_count)
+    count = results[False, False][0].split()[0]
+    assert results[False, False] == (f"{count} False False []", 1)
+    for key in ((True, False), (True, True), (False, True)):  # imported, nothing bound, same counts
+        assert results[key] == (f"{count} True True []", 1), key
     assert pool.kernel_pool().ready == []  # lookahead 0: nothing started ahead
     assert json.loads((tmp_path / SIDECAR).read_text())["notebook"]["timings"]["cells"] > 0
 

@@ -54,10 +54,13 @@ def _run(cells: list[str], scratch: Path, *, timeouts: dict[int, int] | None = N
         config=config, interrupt_on_timeout=True, allow_errors=True, iopub_timeout=10,
         timeout_func=lambda cell: timeouts.get(nb.cells.index(cell), 120),
         resources={"metadata": {"path": str(scratch)}})
-    uids = []
-    client.on_notebook_start = lambda notebook: uids.append(client.km.uid)
+    started = []
+    client.on_notebook_start = lambda notebook: started.append(
+        (client.km.uid, isinstance(client.km.provisioner.process, sandbox.ForkedKernel)))
     client.execute()
-    return nb, uids[0]
+    uid, forked = started[0]
+    assert forked == limits.get("fork_server", True), "the kernel was not started the way asked"
+    return nb, uid
 
 
 def _text(cell) -> str:
@@ -67,7 +70,10 @@ def _text(cell) -> str:
     return "".join(out).strip()
 
 
-def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "exec"])
+def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch, fork_server):
+    """The same probes for a kernel forked from the fork server into the sandbox
+    (``forkserver.py``) and for one started as a new Python by bubblewrap."""
     course = tmp_path / "course"
     scratch = course / "autograded" / "alice" / A1
     scratch.mkdir(parents=True)
@@ -109,8 +115,22 @@ def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
         "        if os.fork() == 0:\n            time.sleep(600)\n            os._exit(0)\n        n += 1\n"
         "    except OSError:\n        pass\nprint('forked', n)",
         "print('alive after', sum(1 for _ in range(10)))",  # no new threads: the bomb holds them
+        # no file or folder of the grader open past stdin/out/err (sockets, pipes: the kernel's)
+        "status = open('/proc/self/status').read()\n"
+        "field = lambda k: status.split(k + ':')[1].split()[0]\n"
+        "def link(fd):  # files on the sandbox's private /tmp (a tmpfs of its own) are its own;\n"
+        "    try:  # ipykernel keeps copies of its stdout and stderr (the kernel log: the grader's fd 2 here)\n"
+        "        path, st = os.readlink(f'/proc/self/fd/{fd}'), os.stat(f'/proc/self/fd/{fd}')\n"
+        f"        own = (os.stat('/tmp').st_dev, {os.fstat(2).st_dev}), {os.fstat(2).st_ino}\n"
+        "        return '' if st.st_dev == own[0][0] or (st.st_dev, st.st_ino) == (own[0][1], own[1]) else path\n"
+        "    except OSError:\n        return ''  # the listing's own descriptor\n"
+        "files = [link(fd) for fd in os.listdir('/proc/self/fd') if int(fd) > 2]\n"
+        "print('nnp', field('NoNewPrivs'), 'bnd', field('CapBnd'), 'inh', field('CapInh'), 'groups', "
+        "os.getgroups(), 'tty', os.path.exists('/dev/tty') and os.isatty(0), 'files', "
+        "[f for f in files if f.startswith('/') and not f.startswith(os.getcwd()) and f != '/dev/null'])",
     ]
-    nb, uid = _run(checks, scratch, timeouts={10: 3}, file_size=1 << 20, processes=64)
+    nb, uid = _run(checks, scratch, timeouts={10: 3}, file_size=1 << 20, processes=64,
+                   fork_server=fork_server)
     out = [_text(c) for c in nb.cells]
     server.close()
     assert out[0] == f"uid {uid} caps 0000000000000000" and uid >= sandbox.UID_BASE, out[0]
@@ -130,6 +150,8 @@ def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
     assert out[11].startswith("forked "), out[11]
     assert 0 < int(out[11].split()[1]) < 64, out[11]  # bounded by processes=64 (threads count too)
     assert out[12] == "alive after 10", out[12]
+    assert out[13] == ("nnp 1 bnd 0000000000000000 inh 0000000000000000 groups [] tty False "
+                       "files []"), out[13]
     deadline = time.monotonic() + 10  # the forked children die with the kernel
     while _uids_alive(uid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -138,11 +160,12 @@ def test_kernel_is_isolated_and_limited(tmp_path, monkeypatch):
     assert (scratch / f"{A1}.ipynb").read_text() == '{"hidden": "tests"}'
 
 
-def test_kernel_cpu_time_limit_kills_it(tmp_path):
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "exec"])
+def test_kernel_cpu_time_limit_kills_it(tmp_path, fork_server):
     from nbclient.exceptions import DeadKernelError
 
     with pytest.raises(DeadKernelError):
-        _run(["while True:\n    pass"], tmp_path, cpu_time=5)
+        _run(["while True:\n    pass"], tmp_path, cpu_time=5, fork_server=fork_server)
 
 
 def test_probe(monkeypatch):

@@ -222,6 +222,9 @@ def audit(event: str, args: tuple) -> None:
     elif event == "os.kill" and len(args) == 2 and args[0] == os.getpid() \
             and args[1] == _SIGINT:
         return  # ipykernel answers an interrupt_request by sending itself SIGINT: harmless
+    elif event == "os.killpg" and len(args) == 2 and args[0] == os.getpid() == os.getpgid(0) \
+            and args[1] == _SIGINT:
+        return  # the same, to its own process group when the kernel leads one (a forked kernel)
     elif event in _KILL_EVENTS:
         reason = f"sending signals ({event})"
     elif event.startswith("ctypes."):
