@@ -19,7 +19,7 @@ import pytest
 from nbclient import NotebookClient
 from traitlets.config import Config
 
-from autograder import sandbox
+from autograder import forkserver, sandbox
 from autograder.notebooks import ROOT
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,10 @@ def _uids_alive(uid: int) -> list[int]:
     return pids
 
 
-def _run(cells: list[str], scratch: Path, *, timeouts: dict[int, int] | None = None, **limits):
-    """Execute ``cells`` in one sandboxed kernel with cwd ``scratch``; (notebook, kernel uid)."""
+def _run(cells: list[str], scratch: Path, *, timeouts: dict[int, int] | None = None,
+         forked: bool | None = None, **limits):
+    """Execute ``cells`` in one sandboxed kernel with cwd ``scratch``; (notebook, kernel uid).
+    ``forked``: whether the kernel must have come from the fork server (default: as asked)."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
     config = Config({"SandboxKernelManager": limits})
@@ -58,8 +60,9 @@ def _run(cells: list[str], scratch: Path, *, timeouts: dict[int, int] | None = N
     client.on_notebook_start = lambda notebook: started.append(
         (client.km.uid, isinstance(client.km.provisioner.process, sandbox.ForkedKernel)))
     client.execute()
-    uid, forked = started[0]
-    assert forked == limits.get("fork_server", True), "the kernel was not started the way asked"
+    uid = started[0][0]
+    expected = limits.get("fork_server", True) if forked is None else forked
+    assert started[0][1] == expected, "the kernel was not started the way expected"
     return nb, uid
 
 
@@ -166,6 +169,37 @@ def test_kernel_cpu_time_limit_kills_it(tmp_path, fork_server):
 
     with pytest.raises(DeadKernelError):
         _run(["while True:\n    pass"], tmp_path, cpu_time=5, fork_server=fork_server)
+
+
+def test_the_fork_server_holds_nothing_of_the_grader(tmp_path, monkeypatch):
+    """The server the kernels are forked from has none of the grader's environment and no open
+    file of it (its descriptors: /dev/null, the grader's stderr, its control socket)."""
+    monkeypatch.setenv("ATTNKIT_TEST_SECRET", "s3cret")
+    forkserver.close_servers()
+    nb, _ = _run(["print('forked')"], tmp_path)
+    assert _text(nb.cells[0]) == "forked"
+    (server,) = forkserver._servers.values()
+    pid = server.process.pid
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not any(b"s3cret" in e or e.startswith(b"ATTNKIT_TEST_SECRET") for e in environ)
+    assert Path(f"/proc/{pid}/cwd").resolve() == Path("/")
+    links = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert links[0] == links[1] == "/dev/null", links
+    assert all(link.startswith("socket:") for fd, link in links.items() if fd > 2), links
+    forkserver.close_servers()  # the next test's server gets this test's environment back
+
+
+def test_a_failing_fork_server_leaves_the_exec_path(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(sandbox, "_fork_failures", [])
+    monkeypatch.setattr(forkserver, "server", broken)
+    nb, _ = _run(["print('still graded')"], tmp_path, forked=False)
+    assert _text(nb.cells[0]) == "still graded"
+    assert sandbox._fork_failures == ["RuntimeError: broken on purpose"]
+    nb, _ = _run(["print('again')"], tmp_path, forked=False)  # not tried again in this process
+    assert _text(nb.cells[0]) == "again" and len(sandbox._fork_failures) == 1
 
 
 def test_probe(monkeypatch):
