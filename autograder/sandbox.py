@@ -33,6 +33,18 @@ seconds, file size (a bigger write fails with ``OSError: File too large``) and p
 threads. Interrupts go as ``interrupt_request`` messages (the kernel signals its own process
 group), since a SIGINT to the bwrap process would not reach the kernel in its new session.
 
+Two ways to start the kernel in it, with the same mounts, namespaces, environment, uid and
+limits (``tests/test_sandbox.py`` probes both):
+
+- forked (the default where supported): bubblewrap runs ``sleep infinity`` as a *holder* of the
+  sandbox, and the process's fork server (``forkserver.py``: torch, IPython and attnkit imported
+  once) forks the kernel into the holder's namespaces, where it drops to the uid and limits
+  itself (``attnkit.guard.forkserver``). ``ForkedKernel`` is what the provisioner then holds:
+  killing the holder ends the sandbox; the kernel's pidfd says when the kernel is gone;
+- exec'd: the command above, a new Python per kernel (about 6 s of CPU importing torch). Used
+  when forking is not supported (not root, no pidfds), with ``gpu``, with ``fork_server=False``,
+  and for the rest of the process once the fork server has failed.
+
 ``probe()`` starts a trivial Python under the same command and says why when it cannot (no
 bwrap, no namespaces, ...); grading refuses then unless ``unsafe=True``.
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -187,6 +189,22 @@ def test_the_fork_server_holds_nothing_of_the_grader(tmp_path, monkeypatch):
     assert links[0] == links[1] == "/dev/null", links
     assert all(link.startswith("socket:") for fd, link in links.items() if fd > 2), links
     forkserver.close_servers()  # the next test's server gets this test's environment back
+
+
+def test_the_fork_server_ends_with_its_grader(tmp_path):
+    """A grader killed outright (SIGKILL: no atexit) takes its fork server with it."""
+    code = ("import os, signal\nfrom autograder import forkserver, sandbox\n"
+            "s = forkserver.server((), sandbox.kernel_env('/nonexistent'))\n"
+            "print(s.process.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == -9, done.stderr
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = Path(f"/proc/{pid}/status")
+    assert not status.exists() or "zombie" in status.read_text(), "the fork server outlived its grader"
 
 
 def test_a_failing_fork_server_leaves_the_exec_path(tmp_path, monkeypatch):
