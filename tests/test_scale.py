@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from autograder import gradebook as gbk
@@ -234,6 +235,7 @@ def _wait_recorded(proc: subprocess.Popen, out: Path, at_least: int, timeout: fl
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline, "no student was recorded in time"
         time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     return _recorded(out)
 
 
@@ -250,9 +252,12 @@ def _consistent(out: Path, students=STUDENTS) -> dict:
 
 
 # The interrupted run grades a bigger class (STUDENTS and as many more), so that after the
-# first result there is always more than a round of work left to interrupt.
+# first result there is always more than a round of work left to interrupt; the last student
+# ("zed") also waits in a cell of their own, so that the run cannot end, however fast the others
+# are graded (forked kernels take a second or two each) or however late the parent records them.
 MORE = {"gil": "full", "hal": "partial", "ida": "crash_early", "jon": "blank", "kim": "full",
-        "lea": "partial"}
+        "lea": "partial", "zed": "full"}
+SLOW = {"zed": "import time\ntime.sleep(15)  # a slow cell of a student's own: no points"}
 
 
 def _leftovers(temp: Path) -> list[str]:
@@ -280,6 +285,10 @@ def test_interrupted_parallel_run_resumes_to_the_same_grades(subs, serial, tmp_p
     for student, kind in MORE.items():
         (class_ / student).mkdir()
         shutil.copyfile(SAMPLES / kind / f"{A1}.ipynb", class_ / student / f"{A1}.ipynb")
+        if student in SLOW:
+            nb = nbformat.read(class_ / student / f"{A1}.ipynb", as_version=4)
+            nb.cells.append(nbformat.v4.new_code_cell(SLOW[student]))
+            nbformat.write(nb, class_ / student / f"{A1}.ipynb")
     everyone = {**STUDENTS, **MORE}
     out = tmp_path / "parallel"
     marker = f"ATTNKIT_TEST_RUN={os.getpid()}-{time.monotonic_ns()}"
