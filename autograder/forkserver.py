@@ -21,6 +21,7 @@ server fails in a process, kernels start the exec way.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
@@ -29,7 +30,6 @@ import sys
 import threading
 
 from attnkit.guard.forkserver import MESSAGE
-
 
 
 def supported() -> bool:
@@ -68,8 +68,12 @@ class ForkServer:
         request = {"holder": holder, "uid": uid, "cwd": cwd, "env": env, "limits": limits,
                    "argv": argv}
         with self.lock:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], [stdout, stderr])
-            data, fds, _, _ = socket.recv_fds(self.sock, MESSAGE, 1)
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], [stdout, stderr])
+                data, fds, _, _ = socket.recv_fds(self.sock, MESSAGE, 1)
+            except OSError as exc:  # no answer in time: a late one would answer the next request
+                self.close()
+                raise RuntimeError(f"the fork server did not answer: {exc}") from exc
         if not data:
             raise RuntimeError("the fork server exited")
         reply = json.loads(data)
@@ -101,20 +105,14 @@ def server(modules: tuple[str, ...], env: dict[str, str]) -> ForkServer:
         current = _servers.get(key)
         if current is not None and current.alive():
             return current
-        for old in list(_servers.values()):
+        for old in _servers.values():
             old.close()
         _servers.clear()
-        if not _servers_closed_at_exit:
-            import atexit
-            atexit.register(close_servers)
-            _servers_closed_at_exit.append(True)
         _servers[key] = ForkServer(modules, env)
         return _servers[key]
 
 
-_servers_closed_at_exit: list[bool] = []
-
-
+@atexit.register
 def close_servers() -> None:
     with _servers_lock:
         for old in _servers.values():
