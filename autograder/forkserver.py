@@ -48,7 +48,9 @@ class ForkServer:
             [sys.executable, "-m", "attnkit.guard.forkserver", str(theirs.fileno()),
              *self.modules],
             pass_fds=[theirs.fileno()], env=self.env, cwd="/", stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, start_new_session=True)
+            # not the grader's stdout or stderr: a server that outlived its grader would keep
+            # the pipes of whoever reads them open (kernels get their log through the socket)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()

@@ -175,7 +175,8 @@ def test_kernel_cpu_time_limit_kills_it(tmp_path, fork_server):
 
 def test_the_fork_server_holds_nothing_of_the_grader(tmp_path, monkeypatch):
     """The server the kernels are forked from has none of the grader's environment and no open
-    file of it (its descriptors: /dev/null, the grader's stderr, its control socket)."""
+    file of it (its descriptors: /dev/null for stdin, stdout and stderr, its control socket:
+    not the grader's pipes, which a server that outlived its grader would keep open)."""
     monkeypatch.setenv("ATTNKIT_TEST_SECRET", "s3cret")
     forkserver.close_servers()
     nb, _ = _run(["print('forked')"], tmp_path)
@@ -186,7 +187,7 @@ def test_the_fork_server_holds_nothing_of_the_grader(tmp_path, monkeypatch):
     assert not any(b"s3cret" in e or e.startswith(b"ATTNKIT_TEST_SECRET") for e in environ)
     assert Path(f"/proc/{pid}/cwd").resolve() == Path("/")
     links = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-    assert links[0] == links[1] == "/dev/null", links
+    assert links[0] == links[1] == links[2] == "/dev/null", links
     assert all(link.startswith("socket:") for fd, link in links.items() if fd > 2), links
     forkserver.close_servers()  # the next test's server gets this test's environment back
 

@@ -42,6 +42,7 @@ NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: it changes what /p
 LIMITS = {"memory": resource.RLIMIT_AS, "cpu_time": resource.RLIMIT_CPU,
           "file_size": resource.RLIMIT_FSIZE, "processes": resource.RLIMIT_NPROC}
 MESSAGE = 1 << 20
+CHILD_TIMEOUT = 30.0  # seconds the child may take to join the namespaces and fork the kernel
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -106,8 +107,12 @@ def _spawn(request: dict, fds: list[int], last_cap: int) -> tuple[dict, list[int
             finally:
                 os._exit(1)
     child_end.close()
+    parent.settimeout(CHILD_TIMEOUT)
     try:
         data, out, _, _ = socket.recv_fds(parent, MESSAGE, 1)
+    except OSError as exc:  # stuck (it should take milliseconds): kill it, say so, serve on
+        os.kill(child, 9)
+        data, out = json.dumps({"error": f"the fork server's child did not answer: {exc}"}), []
     finally:
         parent.close()
         os.waitpid(child, 0)
