@@ -1,6 +1,10 @@
 """Measuring tools give the figures of computations whose cost is known by hand."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -10,7 +14,7 @@ from hypothesis import strategies as st
 
 from attnkit import compare_speed, count_flops, dense_attention, largest_intermediate, peak_memory
 from attnkit.measure import compare_speed_fresh
-from attnkit.measure import SpeedResult, time_call
+from attnkit.measure import MMAP_ENV, SpeedResult, time_call
 from strategies import make_qkv, seeds, shapes
 
 
@@ -211,3 +215,24 @@ def test_count_flops_counts_the_cpu_fused_attention_kernel():
     assert count_flops(dense_attention, q, k, v) == expected
     mask = torch.rand(40, 24) < 0.5
     assert count_flops(F.scaled_dot_product_attention, q, k, v, attn_mask=mask) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_resident_peak_sees_a_large_temporary_and_agrees_with_peak_memory():
+    """resident_peak counts a 64 MiB temporary in a child started with MMAP_ENV (exact there),
+    and a call that allocates nothing shows (almost) nothing."""
+    code = textwrap.dedent("""
+        import torch
+        from attnkit.measure import peak_memory, resident_peak
+        x = torch.randn(1024, 1024)
+        big = lambda: (x.repeat(16, 1) * 2).sum()   # 64 MiB twice, alive together at the peak
+        small = lambda: x.sum()
+        big()
+        print(resident_peak(big) / 2**20, peak_memory(big) / 2**20, resident_peak(small) / 2**20)
+    """)
+    env = {**os.environ, **MMAP_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    rss, dispatch, small = map(float, out.stdout.split())
+    assert 127 <= dispatch <= 129
+    assert abs(rss - dispatch) < 4, (rss, dispatch)
+    assert small < 4

@@ -164,7 +164,7 @@ def local(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False,
         return triton_window(q, k, v, window=window, causal=causal, scale=scale)
     return flex.dispatch(
         q, k, v, lambda: window_attention(q, k, v, window=window, causal=causal,
-                                          scale=default_scale(q, scale))[0],
+                                          scale=default_scale(q, scale), need_lse=False)[0],
         key=("local", window, causal), mask_mod=partial(local_mask, window, causal), scale=scale)
 
 
@@ -182,7 +182,7 @@ def dilated(q: Tensor, k: Tensor, v: Tensor, *, window: int, dilation: int, caus
     _check("dilated", window=window, dilation=dilation)
     return flex.dispatch(
         q, k, v, lambda: dilated_attention(q, k, v, window=window, dilation=dilation, causal=causal,
-                                           scale=default_scale(q, scale))[0],
+                                           scale=default_scale(q, scale), need_lse=False)[0],
         key=("dilated", window, dilation, causal), scale=scale,
         mask_mod=partial(dilated_mask, window, dilation, causal))
 

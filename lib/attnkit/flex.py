@@ -26,19 +26,23 @@ FlashAttention" (PyTorch blog); Dong et al. (2024), arXiv:2412.05496.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["RECOMPILE_LIMIT", "available", "use_flex", "block_mask", "flex_attend", "flex_biased",
+__all__ = ["RECOMPILE_LIMIT", "CPU_ENV", "available", "cpu_enabled", "on_cpu", "use_flex", "block_mask", "flex_attend", "flex_biased",
            "dispatch", "clear_cache", "blocks_visited"]
 
 RECOMPILE_LIMIT = 64
 _CACHE_SIZE = 32
 _block_masks: OrderedDict = OrderedDict()
 _compiled: Callable | None = None
+CPU_ENV = "ATTNKIT_FLEX_CPU"
+_cpu_flex: bool | None = None  # set by on_cpu(); None: read CPU_ENV
 
 
 def available() -> bool:
@@ -50,9 +54,39 @@ def available() -> bool:
     return True
 
 
+def cpu_enabled() -> bool:
+    """The CPU Flex path is switched on: by :func:`on_cpu`, else by ``ATTNKIT_FLEX_CPU=1``."""
+    if _cpu_flex is not None:
+        return _cpu_flex
+    return os.environ.get(CPU_ENV, "0") == "1"
+
+
+@contextlib.contextmanager
+def on_cpu(enabled: bool = True) -> Iterator[None]:
+    """Inside this block, CPU tensors take compiled FlexAttention too (``enabled=False``: never).
+
+        with flex.on_cpu():
+            out = local(q, k, v, window=128)   # compiled Flex on the CPU
+
+    Opt-in, never automatic: the first call for each new (pattern, N) compiles (C++ through
+    Inductor: about 5 s per new length on the course machine, about 30 s the very first time),
+    and a window pattern then runs 0.8-1.3× the time of the kit's own CPU kernel
+    (docs/benchmarks.md, "Against the PyPI peers"): it pays off only in a long run at one
+    length. A student's notebook never compiles by surprise.
+    """
+    global _cpu_flex
+    before, _cpu_flex = _cpu_flex, enabled
+    try:
+        yield
+    finally:
+        _cpu_flex = before
+
+
 def use_flex(q: Tensor) -> bool:
-    """The fast functions take the Flex path for CUDA tensors (the CPU has its own kernels)."""
-    return q.is_cuda and available()
+    """The fast functions take the Flex path for CUDA tensors, and for CPU tensors when
+    :func:`cpu_enabled` (the CPU has its own eager kernels by default)."""
+    on_device = q.is_cuda or (q.device.type == "cpu" and cpu_enabled())
+    return on_device and available()
 
 
 def _guard_recompiles() -> None:
@@ -143,15 +177,17 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, cpu: Callable[[], Tensor], *, key:
              per_head: bool = False, inference_only: bool = False) -> Tensor:
     """The one branch between a pattern's CPU kernel and FlexAttention.
 
-    On CUDA tensors: :func:`flex_attend` with ``mask_mod(device=q.device)`` (and
-    ``score_mod(device=q.device)``): the factories build their 0-d tensor parameters on the GPU.
-    Elsewhere (or with ``inference_only`` while a gradient is needed): ``cpu()``.
+    On CUDA tensors (and CPU tensors under :func:`on_cpu`): :func:`flex_attend` with
+    ``mask_mod(device=q.device)`` (and ``score_mod(device=q.device)``): the factories build their
+    0-d tensor parameters on the tensors' device. Elsewhere, or while a gradient is needed with
+    ``inference_only`` or on the CPU (FlexAttention has no CPU backward): ``cpu()``.
 
         return flex.dispatch(q, k, v, lambda: window_attention(...)[0], key=("local", w, causal),
                              mask_mod=partial(local_mask, w, causal), scale=scale)
     """
-    needs_grad = any(x.requires_grad for x in (q, k, v))
-    if not use_flex(q) or (inference_only and needs_grad):
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    forward_only = inference_only or not q.is_cuda  # FlexAttention has no backward on the CPU
+    if not use_flex(q) or (forward_only and needs_grad):
         return cpu()
     return flex_attend(q, k, v, key=key, mask_mod=mask_mod(device=q.device),
                        score_mod=None if score_mod is None else score_mod(device=q.device),

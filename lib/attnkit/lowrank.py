@@ -78,14 +78,13 @@ def clear_cache() -> None:
 def _attend_short(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
     """Softmax attention over the short (projected or pooled) keys: ``(B, H, N, D)``, ``(B, H, k, D)``.
 
-    On CUDA, ``scaled_dot_product_attention`` (FlashAttention): the N×k scores stay on chip, where
-    ``dense_attention`` writes and rereads them (at N=16384, H=16, k=256 in bfloat16, 128 MiB a
-    pass). On the CPU, ``dense_attention``: the figures and largest-intermediate checks in the docs
-    are for it.
+    ``scaled_dot_product_attention``, a fused kernel on both devices (FlashAttention on CUDA, its
+    CPU port on the CPU): the N×k scores are never written out whole. ``dense_attention`` on
+    the CPU, with its six passes over the scores (scale, max, subtract, exp, sum, divide, each
+    a new N×k tensor), took 2.2× the time at N=8192, k=256 on the course machine and held
+    97 MiB against 9 (docs/benchmarks.md, "What the audit changed").
     """
-    if q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    return dense_attention(q, k, v, scale=scale)  # (B, H, N, k) scores -> (B, H, N, Dv)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, H, N, k) scores -> (B, H, N, Dv)
 
 
 def _projections(k: Tensor, proj_len, seed, E, F_, share_kv):
