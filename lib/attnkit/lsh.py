@@ -230,7 +230,7 @@ def _chunked(q: Tensor, k: Tensor, v: Tensor, hq: Tensor, hk: Tensor, c: int, ca
     scores.masked_fill_(~keep, -math.inf)
     top = scores.amax(dim=-1, keepdim=True)  # (B, H, R, nc, c, 1)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
-    e = torch.exp(scores - top)  # masked pairs: exp(-inf) = 0
+    e = scores.sub_(top).exp_()  # in place (one score-sized buffer); masked pairs: exp(-inf) = 0
     if R > 1:  # a pair sharing a bucket in n rounds is seen n times: weight it exp(s - log n)
         shared = torch.ones(keep.shape, dtype=torch.uint8, device=q.device)  # this round
         for s in range(1, R):  # round r + s (mod R) beside round r

@@ -77,7 +77,7 @@ def rfa_features(x: Tensor, w: Tensor) -> Tensor:
     m = w.shape[-2]
     x_hat = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # (..., D)
     wx = x_hat @ w.transpose(-2, -1)  # (..., D) @ (D, m) -> (..., m)
-    return torch.cat([wx.sin(), wx.cos()], dim=-1) * (1.0 / m) ** 0.5  # (..., 2m)
+    return torch.cat([wx.sin(), wx.cos()], dim=-1).mul_((1.0 / m) ** 0.5)  # (..., 2m), scaled in place
 
 
 def _setup(q, k, v, m, sigma, seed, causal, gate):
