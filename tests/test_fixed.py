@@ -105,6 +105,32 @@ def test_block_sparse_gives_zero_rows_where_nothing_is_visible():
     torch.testing.assert_close(out, dense_with(some_rows_empty, q, k, v), atol=1e-12, rtol=1e-10)
 
 
+def test_shared_layout_batches_rows_by_their_block_count(monkeypatch):
+    """One layout for every (b, h): rows are stacked by how many key blocks they see, in batches
+    capped by ROW_BUDGET (set tiny here so every group splits). A per-head element mask on top
+    of a shared layout, rows that see nothing, and ``mask_mod=None`` (the layout is the pattern)
+    all equal the dense reference."""
+    import attnkit.blocksparse as bs
+
+    monkeypatch.setattr(bs, "ROW_BUDGET", 1)
+    layout = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1]], dtype=torch.bool)
+    N, s = 29, 8  # the last block is partial
+
+    def per_head_window(b, h, q_idx, kv_idx):
+        return layout[q_idx // s, kv_idx // s] & ((q_idx - kv_idx).abs() <= 5 + h)
+    q, k, v = fresh_qkv(B=2, H=3, N=N)
+    out = blocksparse_attention(q, k, v, mask_mod=per_head_window, block=s, layout=layout)
+    torch.testing.assert_close(out, dense_with(per_head_window, q, k, v), atol=1e-12, rtol=1e-10)
+    assert (out[:, :, s:2 * s] == 0).all()  # query block 1 sees nothing
+
+    def blocks_only(b, h, q_idx, kv_idx):
+        return layout[q_idx // s, kv_idx // s]
+    out = blocksparse_attention(q, k, v, mask_mod=None, block=s, layout=layout)
+    torch.testing.assert_close(out, dense_with(blocks_only, q, k, v), atol=1e-12, rtol=1e-10)
+    with pytest.raises(ValueError, match="mask_mod, a layout"):
+        blocksparse_attention(q, k, v, mask_mod=None, block=s)
+
+
 def test_bigbird_is_reproducible_from_seed_and_differs_across_seeds():
     q, k, v = fresh_qkv(N=128, D=4)
     kw = dict(block=8, window_blocks=1, global_blocks=1, random_blocks=2)

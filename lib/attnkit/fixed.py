@@ -277,8 +277,8 @@ def bigbird(q: Tensor, k: Tensor, v: Tensor, *, block: int, window_blocks: int =
 
     def cpu() -> Tensor:
         layout = bigbird_layout(math.ceil(N / block), window_blocks, global_blocks, random_blocks, seed)
-        return blocksparse_attention(q, k, v, mask_mod=layout_mask(layout, block), block=block,
-                                     scale=scale, layout=layout)
+        return blocksparse_attention(q, k, v, mask_mod=None, block=block, scale=scale,
+                                     layout=layout)  # the layout is the whole pattern
     # block = 128 (or a multiple) lines up with Flex's tiles: see attnkit.flex
     return flex.dispatch(q, k, v, cpu, key=("bigbird",) + pattern, scale=scale,
                          mask_mod=partial(bigbird_mask, *pattern))
