@@ -78,6 +78,39 @@ def test_compiled_flex_on_cpu_equals_the_references():
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
 
 
+def test_cpu_flex_path_is_opt_in_forward_only_and_equals_the_reference(monkeypatch):
+    """CPU tensors take compiled Flex only inside ``flex.on_cpu()`` (or with ATTNKIT_FLEX_CPU=1),
+    and never while a gradient is needed (FlexAttention has no CPU backward): the eager kernel
+    then runs, so training on the CPU works under ``on_cpu`` too."""
+    calls = []
+    real = flex.flex_attend
+    monkeypatch.setattr(flex, "flex_attend", lambda *a, **kw: calls.append(kw["key"]) or real(*a, **kw))
+    monkeypatch.delenv(flex.CPU_ENV, raising=False)
+    q, k, v = qkv(256)
+    local, ref = VARIANTS["local"], VARIANTS["local"].reference
+    expected = ref(q, k, v, window=8)
+    torch.testing.assert_close(local(q, k, v, window=8), expected, atol=2e-5, rtol=1e-4)
+    assert calls == [] and not flex.cpu_enabled()
+    with flex.on_cpu():
+        assert flex.cpu_enabled() and flex.use_flex(q)
+        torch.testing.assert_close(local(q, k, v, window=8), expected, atol=2e-5, rtol=1e-4)
+        assert calls == [("local", 8, False)]
+        qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+        out = local(qg, kg, vg, window=8)  # needs a gradient: the eager kernel
+        assert calls == [("local", 8, False)]
+        grads = torch.autograd.grad(out.sum(), (qg, kg, vg))
+        expected_grads = torch.autograd.grad(ref(qg, kg, vg, window=8).sum(), (qg, kg, vg))
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+        with flex.on_cpu(False):
+            assert not flex.use_flex(q)
+    assert not flex.cpu_enabled()
+    monkeypatch.setenv(flex.CPU_ENV, "1")
+    assert flex.cpu_enabled() and flex.use_flex(q)
+    with flex.on_cpu(False):
+        assert not flex.cpu_enabled()
+
+
 GPU_CASES = [
     ("local", {"window": 256}), ("local", {"window": 100, "causal": True}),
     ("dilated", {"window": 32, "dilation": 3}), ("strided", {"stride": 64}),
@@ -171,7 +204,7 @@ def test_the_public_functions_flex_branches_on_cpu(monkeypatch):
 
     torch._dynamo.reset()
     flex.clear_cache()
-    monkeypatch.setattr(flex, "use_flex", lambda q: True)
+    monkeypatch.setattr(flex, "_cpu_flex", True)  # as inside flex.on_cpu()
     q, k, v = qkv(512, H=4, D=32)
     for name, kwargs in GPU_CASES:
         if name == "transformer_xl":

@@ -1,4 +1,4 @@
-"""The GPU path of the fixed patterns: PyTorch FlexAttention, compiled, with cached block masks.
+"""The GPU path of the fixed patterns (and an opt-in CPU path): compiled FlexAttention, cached block masks.
 
 FlexAttention (``torch.nn.attention.flex_attention``) takes a pattern as a ``mask_mod`` and a
 bias as a ``score_mod`` and generates one fused Triton kernel for them. A ``BlockMask`` lists,
@@ -20,6 +20,11 @@ Three traps this module guards against (measured on an H100, see ``docs/measurem
    (pattern, B, H, N, M, device).
 3. **Block alignment.** A pattern whose blocks do not line up with the 128-token tiles makes
    every tile partial (BigBird with 64-token blocks ran slower than dense): use ``block=128``.
+
+On the CPU, FlexAttention compiles to C++ through Inductor. Inside :func:`on_cpu` (or with
+``ATTNKIT_FLEX_CPU=1``) the patterns take that path for forward calls; it is never automatic,
+because each new (pattern, N) compiles for seconds (``docs/benchmarks.md``, "Against the PyPI
+peers", has the compile times and the speed against the kit's eager CPU kernels).
 
 Source: He et al. (2024), "FlexAttention: The Flexibility of PyTorch with the Performance of
 FlashAttention" (PyTorch blog); Dong et al. (2024), arXiv:2412.05496.
