@@ -102,7 +102,7 @@ def test_missing_or_misplaced_markers_are_reported(pb, start, end):
     text = DOC.format(start=start, end=end).format(start=pb.START, end=pb.END)
     with pytest.raises(pb.MarkerError) as err:
         pb.splice(text, "### New")
-    assert pb.START in str(err.value) and pb.END in str(err.value) and "Not measured here" in str(err.value)
+    assert pb.START in str(err.value) and pb.END in str(err.value) and "GPU check" in str(err.value)
 
 
 def test_write_docs_leaves_a_file_without_markers_untouched(pb, tmp_path):
