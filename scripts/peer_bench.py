@@ -28,10 +28,12 @@ same tensors: the first call of each side (untimed; its wall time is the compile
 Flex pairs), the agreement check max |kit - peer| <= rtol · max |peer| (a pair that should agree
 and does not stops the script, exit status 1), the time in interleaved rounds
 (:func:`attnkit.measure.compare_speed`: A B, B A, ...; the ratio is the median of per-round
-ratios), and the peak resident memory of each side (:func:`attnkit.measure.resident_peak`, which
-also sees compiled code), in a process re-executed with ``MALLOC_MMAP_THRESHOLD_``
-(:data:`attnkit.measure.MMAP_ENV`) so that freed buffers go back to the kernel at once. All of it
-at each ``--threads`` count, ``--runs`` times.
+ratios), all of it at each ``--threads`` count, ``--runs`` times. Then the peak resident memory
+of each side (:func:`attnkit.measure.resident_peak`, which also sees compiled code), once, in a
+child process started with ``MALLOC_MMAP_THRESHOLD_`` (:data:`attnkit.measure.MMAP_ENV`) so that
+freed buffers go back to the kernel at once: exact there, but every large allocation then page
+faults, which would slow the eager sides' timings (measured: the kit's ``local`` 1.5× slower at
+N=2048), so no timing is taken in that process.
 
 Writes ``build/peers/peer_bench.csv`` (one row per pair × N × threads × run) and prints a Markdown
 section; ``--write-docs`` puts it between the markers :data:`START` and :data:`END` of
@@ -46,6 +48,7 @@ import datetime
 import functools
 import importlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -82,6 +85,7 @@ FLEX_TARGET = 1.2  # kit-flex within 1.2× the time of direct Flex
 CASES = {"local": (2048, 4096, 8192), "linformer": (4096, 8192), "performer": (4096, 8192),
          "lsh": (4096, 8192), "routing": (4096, 8192), "sinkhorn": (4096, 8192)}
 START, END = "<!-- peer-bench:start -->", "<!-- peer-bench:end -->"
+MEMORY_TAG = "memory: "  # the child's result lines
 DOCS = Path("docs/benchmarks.md")
 FLEX_LABEL = "`local` under `flex.on_cpu()` vs `flex_attention` called directly"  # its notes: flex_notes
 NOTES = {
@@ -339,11 +343,42 @@ def first_calls(pair: Pair) -> dict:
 
 
 def measure(pair: Pair, rounds: int) -> dict:
-    """Interleaved timing and the resident peak of each side."""
+    """Interleaved timing of the two sides."""
     speed = compare_speed(pair.kit, pair.peer, rounds=rounds, warmup=1)
     return {"kit_ms": speed.median_a * 1e3, "peer_ms": speed.median_b * 1e3,
-            "kit_over_peer": 1 / speed.speedup,
-            "kit_mib": resident_peak(pair.kit) / 2**20, "peer_mib": resident_peak(pair.peer) / 2**20}
+            "kit_over_peer": 1 / speed.speedup}
+
+
+def memory(args: argparse.Namespace) -> list[dict]:
+    """The resident peak of each side of every pair (the ``--memory-only`` child's work).
+
+    Runs in its own process started with :data:`MMAP_ENV`: there every buffer is mapped when
+    allocated and unmapped when freed, which makes :func:`resident_peak` exact but adds page
+    faults to every large allocation, so the timings are taken in the parent, without it.
+    """
+    rows = []
+    with torch.no_grad():
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for case in args.cases:
+                for N in args.n or list(CASES[case]):
+                    for pair in BUILDERS[case](N):
+                        pair.kit(), pair.peer()  # compile and warm up, outside the measurement
+                        rows.append({"comparison": pair.label, "N": N, "threads": threads,
+                                     "kit_mib": resident_peak(pair.kit) / 2**20,
+                                     "peer_mib": resident_peak(pair.peer) / 2**20})
+    return rows
+
+
+def memory_in_child(args: argparse.Namespace, folder: Path) -> dict[tuple, dict]:
+    """:func:`memory` in a child process with :data:`MMAP_ENV`: ``{(comparison, N, threads): row}``."""
+    argv = [sys.executable, __file__, "--memory-only", "--peer-dir", str(folder), "--cases", *args.cases,
+            "--threads", *map(str, args.threads), *(["--n", *map(str, args.n)] if args.n else [])]
+    done = subprocess.run(argv, env={**os.environ, **MMAP_ENV}, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the memory child failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    rows = [json.loads(line[len(MEMORY_TAG):]) for line in done.stdout.splitlines() if line.startswith(MEMORY_TAG)]
+    return {(r["comparison"], r["N"], r["threads"]): r for r in rows}
 
 
 def run_case(case: str, lengths: list[int], rounds: int, context: dict) -> list[dict]:
@@ -379,8 +414,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
 def _progress(row: dict) -> str:
     return (f"[{row['threads']} thread(s), run {row['run']}] N={row['N']} {row['comparison']}: "
-            f"kit {row['kit_ms']:.1f} ms, peer {row['peer_ms']:.1f} ms, kit/peer {row['kit_over_peer']:.2f}, "
-            f"{_mib(row['kit_mib'])} / {_mib(row['peer_mib'])} MiB; agreement {row['agreement']}")
+            f"kit {row['kit_ms']:.1f} ms, peer {row['peer_ms']:.1f} ms, kit/peer {row['kit_over_peer']:.2f}; "
+            f"agreement {row['agreement']}")
 
 
 def _mib(x: float) -> str:
@@ -442,10 +477,11 @@ def format_section(meta: dict, rows: list[dict]) -> str:
         f"in {meta['rounds']} interleaved rounds (A B, B A, …, after one warm-up call of each). "
         "\"kit / peer time\" is 1 / the median of the per-round ratios time_peer / time_kit, one value "
         "per run (below 1: the kit is faster); kit ms and peer ms are the medians of run 1. Memory is "
-        "`attnkit.measure.resident_peak` of run 1 (growth of the process's peak resident memory over "
-        "one call, which also sees compiled code), in a process started with "
-        f"`{' '.join(f'{k}={v}' for k, v in MMAP_ENV.items())}` so that freed buffers go back to the "
-        "kernel at once.",
+        "`attnkit.measure.resident_peak` (growth of the process's peak resident memory over one call, "
+        "which also sees compiled code), measured once after the timings in a separate process started "
+        f"with `{' '.join(f'{k}={v}' for k, v in MMAP_ENV.items())}`, so that freed buffers go back to "
+        "the kernel at once (the timings run without it: it would add page faults to every large "
+        "allocation).",
         "",
         format_table(rows),
         "",
@@ -498,13 +534,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("build/peers"))
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the child's mode
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if any(os.environ.get(key) != value for key, value in MMAP_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MMAP_ENV})
+    if args.memory_only:
+        if args.peer_dir is None or any(os.environ.get(key) != value for key, value in MMAP_ENV.items()):
+            print("peer_bench: --memory-only is the child's mode: it needs --peer-dir and MMAP_ENV", file=sys.stderr)
+            return 2
+        install_peers(args.peer_dir)
+        for row in memory(args):
+            print(MEMORY_TAG + json.dumps(row), flush=True)
+        return 0
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         folder = args.peer_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="attnkit-peers-")))
@@ -518,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         except AgreementError as err:
             print(f"peer_bench: disagreement: {err}", file=sys.stderr)
             return 1
+        print("peak memory, in a child process with MMAP_ENV ...", flush=True)
+        peaks = memory_in_child(args, folder)
+    for row in rows:
+        peak = peaks[(row["comparison"], row["N"], row["threads"])]
+        row.update(kit_mib=peak["kit_mib"], peer_mib=peak["peer_mib"])
     write_csv(rows, args.out / "peer_bench.csv")
     section = format_section({**machine_info(peers), "rounds": args.rounds}, rows)
     print(f"\n{section}\n\n({time.perf_counter() - start:.0f} s; rows in {args.out / 'peer_bench.csv'})")

@@ -3,6 +3,8 @@ rows, the agreement check, one case run on stand-in functions, and the re-exec i
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,25 +139,38 @@ def test_run_case_rows_and_a_disagreement_raises(pb, monkeypatch):
     assert [r["comparison"] for r in rows] == ["shift 0.0", "shift 1.0"]
     assert rows[0]["max_diff"] == 0.0 and rows[0]["agreement"].startswith("0.0e+00")
     assert rows[1]["agreement"] == "not comparable (made up)"
-    assert all(r["kit_ms"] > 0 and r["peer_ms"] > 0 and r["kit_mib"] >= 0 for r in rows)
+    assert all(r["kit_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
+    for r in rows:
+        r.update(kit_mib=1.0, peer_mib=2.0)  # from the memory child, in main
     assert pb.format_table(rows).count("\n") == 3
     monkeypatch.setitem(pb.BUILDERS, "fake", lambda N: [_pair(pb, 1e-3)])
     with pytest.raises(pb.AgreementError, match="shift 0.001"):
         pb.run_case("fake", [16], rounds=3, context={"threads": 1, "run": 1})
 
 
-def test_main_reexecutes_itself_with_the_mmap_threshold(pb, monkeypatch):
-    calls = []
+def test_memory_is_measured_in_a_child_with_the_mmap_threshold(pb, monkeypatch, tmp_path):
+    """The parent asks a --memory-only child started with MMAP_ENV for the peaks and reads its
+    tagged lines; the child's mode refuses to run without that environment; memory() measures
+    each side of every pair."""
+    monkeypatch.setitem(pb.CASES, "fake", [16])
+    monkeypatch.setitem(pb.BUILDERS, "fake", lambda N: [_pair(pb, 0.0)])
+    args = pb.parse_args(["--cases", "fake", "--threads", "1"])
+    (row,) = pb.memory(args)
+    assert row["comparison"] == "shift 0.0" and row["N"] == 16 and row["threads"] == 1
+    assert row["kit_mib"] >= 0 and row["peer_mib"] >= 0
 
-    def execve(path, argv, env):
-        calls.append((path, argv, env))
-        raise SystemExit(0)
+    seen = {}
+
+    def run(argv, env, capture_output, text):
+        seen.update(argv=argv, env=env)
+        line = pb.MEMORY_TAG + json.dumps({"comparison": "c", "N": 16, "threads": 1, "kit_mib": 1.5, "peer_mib": 3.0})
+        return subprocess.CompletedProcess(argv, 0, stdout=f"noise\n{line}\n", stderr="")
+    monkeypatch.setattr(pb.subprocess, "run", run)
+    peaks = pb.memory_in_child(args, tmp_path)
+    assert peaks == {("c", 16, 1): {"comparison": "c", "N": 16, "threads": 1, "kit_mib": 1.5, "peer_mib": 3.0}}
+    assert "--memory-only" in seen["argv"] and str(tmp_path) in seen["argv"]
+    assert all(seen["env"][key] == value for key, value in pb.MMAP_ENV.items())
 
     for key in pb.MMAP_ENV:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(pb.os, "execve", execve)
-    with pytest.raises(SystemExit):
-        pb.main(["--cases", "performer"])
-    (path, argv, env), = calls
-    assert path == sys.executable and argv[1:] == sys.argv
-    assert all(env[key] == value for key, value in pb.MMAP_ENV.items())
+    assert pb.main(["--memory-only", "--peer-dir", str(tmp_path), "--cases", "fake"]) == 2
