@@ -73,11 +73,12 @@ def on_cpu(enabled: bool = True) -> Iterator[None]:
         with flex.on_cpu():
             out = local(q, k, v, window=128)   # compiled Flex on the CPU
 
-    Opt-in, never automatic: the first call for each new (pattern, N) compiles (C++ through
-    Inductor: about 5 s per new length on the course machine, about 30 s the very first time),
-    and a window pattern then runs 0.8-1.3× the time of the kit's own CPU kernel
-    (docs/benchmarks.md, "Against the PyPI peers"): it pays off only in a long run at one
-    length. A student's notebook never compiles by surprise.
+    Opt-in, never automatic. The first call for each new (pattern, N, thread count) compiles C++
+    through Inductor: 4 to 14 s on the course machine (docs/benchmarks.md, "Against the PyPI
+    peers"). After that, a window of 128 at N = 2048 to 8192 runs about as fast as the kit's own
+    eager kernel (which took 0.8 to 1.3× Flex's time) in 1/13 of the memory (8 against 105 MiB
+    at N = 8192): worth it for a long run at one length when memory is short, never for the
+    varied lengths of a notebook. A student's notebook never compiles by surprise.
     """
     global _cpu_flex
     before, _cpu_flex = _cpu_flex, enabled
