@@ -218,8 +218,16 @@ def _start(subs: Path, out: Path, *extra: str, temp: Path | None = None,
     if marker is not None:
         key, value = marker.split("=", 1)
         env[key] = value
+    # Its own process group, like a shell job, started as from a terminal: with Ctrl-C at its
+    # default. A process inherits an ignored SIGINT (and Python then keeps ignoring it), and
+    # something earlier in a long pytest worker can leave it ignored: the run then went on to
+    # the end after Ctrl-C (seen twice in full runs, never when this file runs alone).
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)  # its own process group, like a shell job
+                            env=env, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _recorded(out: Path) -> dict:
@@ -265,6 +273,14 @@ def _leftovers(temp: Path) -> list[str]:
     return sorted(p.name for p in temp.glob("attnkit-*"))
 
 
+def _sigint_of(pid: int) -> str:
+    """How process ``pid`` treats SIGINT: "ignored", "caught" (Python's handler) or "default"."""
+    masks = dict(line.split(":\t") for line in Path("/proc", str(pid), "status").read_text().splitlines()
+                 if line.startswith(("SigIgn", "SigCgt")))
+    bit = 1 << (signal.SIGINT - 1)
+    return "ignored" if int(masks["SigIgn"], 16) & bit else "caught" if int(masks["SigCgt"], 16) & bit else "default"
+
+
 def _marked(marker: str) -> list[int]:
     """PIDs of live processes whose environment holds ``marker`` (the run's and its kernels')."""
     pids = []
@@ -298,6 +314,7 @@ def test_interrupted_parallel_run_resumes_to_the_same_grades(subs, serial, tmp_p
     # Ctrl-C: the run stops by itself, cleanly, with what it recorded kept.
     proc = _start(class_, out, "--workers", "2", temp=temps[0], marker=marker)
     at_signal = _wait_recorded(proc, out, 1)
+    assert _sigint_of(proc.pid) == "caught", "the run does not take Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)
     printed, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, (
