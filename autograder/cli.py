@@ -6,7 +6,10 @@
                                           [--workers N | --scheduler ADDRESS] [--show-hidden]
                                           [--unsafe] [--memory GIB] [--cpu-time S]
                                           [--notebook-timeout S] [--gpu]
-    attnkit demo [--out build/demo] [--gpu]  release all, grade autograder/samples/*, one report
+                                          [--due DATE] [--late-penalty none|zero|P%/day]
+                                          [--roster CSV] [--lms-title T] [--lms-assignment-id ID]
+    attnkit demo [--out build/demo] [--gpu]  release all, grade autograder/samples/*, one report;
+                                          then the Canvas sample round trip (build/demo/canvas)
     attnkit manual --run DIR export-template [--to FILE] [--all]   written answers to grade by hand
     attnkit manual --run DIR import FILE  enter manual scores (CSV), then re-export the grades
     attnkit manual --run DIR export       re-export grades.csv and the report (after formgrader)
@@ -84,10 +87,14 @@ def cmd_grade(args) -> int:
     run = grade(args.assignment, Path(args.submissions), out, source=args.source,
                 db_url=args.db, timeout=args.timeout, force=args.force, workers=args.workers,
                 scheduler=args.scheduler, show_hidden=args.show_hidden, progress=Progress(),
-                unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu)
+                unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu,
+                due=args.due, late_penalty=args.late_penalty, roster=args.roster,
+                lms_title=args.lms_title, lms_assignment_id=args.lms_assignment_id)
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
+    for path in run.lms_files:
+        print(f"wrote {path} (for the LMS)")
     if any(c.pending for c in run.cells):
         print(f"written answers to grade by hand: formgrader in {out / 'course'}, or "
               f"`attnkit manual --run {out} export-template` (README: Grading written answers)")
@@ -102,7 +109,7 @@ def cmd_demo(args) -> int:
     from .progress import Progress
     from .release import release
     from .report import format_table, write_index
-    from .samples import SAMPLES_DIR
+    from .samples import CANVAS, SAMPLES_DIR
 
     out = Path(args.out).resolve()
     runs, rows = [], []
@@ -126,7 +133,29 @@ def cmd_demo(args) -> int:
         return 1
     write_csv(out / "grades.csv", GRADE_COLUMNS, rows)
     print(f"wrote {out / 'grades.csv'} and {write_index(out, runs)}")
+    if CANVAS["zip"].exists() and not args.samples:
+        _demo_canvas(out / "canvas", args)
     return 0
+
+
+def _demo_canvas(out: Path, args) -> None:
+    """The LMS round trip: a Canvas download of a1 (late work, resubmissions, a stray file) with
+    its roster (one student submitted nothing), graded into the Canvas import CSV."""
+    from .pipeline import grade
+    from .progress import Progress
+    from .report import format_table
+    from .samples import CANVAS
+
+    print(f"\ngrading the Canvas download {CANVAS['zip'].name} with its roster "
+          f"(due {CANVAS['due']}, late penalty {CANVAS['late_penalty']})")
+    run = grade(CANVAS["assignment"], CANVAS["zip"], out, roster=CANVAS["roster"],
+                due=CANVAS["due"], late_penalty=CANVAS["late_penalty"], lms_title=CANVAS["title"],
+                lms_assignment_id=CANVAS["assignment_id"], timeout=args.timeout, force=args.force,
+                workers=args.workers, progress=Progress(), unsafe=args.unsafe,
+                limits=limit_overrides(args), gpu=args.gpu)
+    print(format_table(run))
+    for path in run.lms_files:
+        print(f"wrote {path} (for Canvas)")
 
 
 def cmd_manual(args) -> int:
@@ -254,6 +283,19 @@ def parser() -> argparse.ArgumentParser:
                    help="grade on this Dask cluster (e.g. tcp://host:8786) instead of locally")
     g.add_argument("--show-hidden", action="store_true",
                    help="keep the hidden tests in the students' feedback (default: redacted)")
+    g.add_argument("--due", metavar="DATE",
+                   help="due date, e.g. '2026-12-01 17:00 Europe/Paris' (no zone: UTC); default: "
+                        "the one in the gradebook (nbgrader db assignment add A --duedate=...)")
+    g.add_argument("--late-penalty", metavar="RULE", default="none",
+                   help="what a late submission loses: none (default), zero, or P%%/day "
+                        "(P percent of the score per day or part of a day late)")
+    g.add_argument("--roster", metavar="CSV",
+                   help="the class list (LMS id, name, email; a Canvas gradebook export works): "
+                        "names in the grades, and a 'missing' row with 0 for each student who "
+                        "submitted nothing")
+    g.add_argument("--lms-title", metavar="TEXT",
+                   help="Canvas: the gradebook column to fill (default: the assignment name)")
+    g.add_argument("--lms-assignment-id", metavar="ID", help="Canvas: that column's assignment id")
     g.set_defaults(fn=cmd_grade)
 
     d = sub.add_parser("demo", help="release everything and grade the sample submissions")
@@ -316,11 +358,13 @@ def parser() -> argparse.ArgumentParser:
 def _expected_errors() -> library.Errors:
     """Errors reported as one line (anything else keeps its traceback: it is a bug)."""
     try:
+        from .late import LateError
+        from .lms import RosterError
         from .manual import ManualGradeError
         from .release import PipelineError
     except ImportError:  # a bare GPU machine without nbgrader: gpu-check still reports its errors
         return (FileNotFoundError,)
-    return FileNotFoundError, PipelineError, ManualGradeError
+    return FileNotFoundError, PipelineError, ManualGradeError, LateError, RosterError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,9 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Late submissions (autograder/late.py): the due date is in the gradebook, the submission time in
+# timestamp.txt; this plugin turns the seconds late into nbgrader's late_submission_penalty.
+{late}
 c.ResilientExecute.kernel_manager_class = {kernel_manager!r}
 c.ResilientExecute.notebook_timeout = {notebook_timeout!r}  # seconds, restarts included
 c.SandboxKernelManager.memory = {memory!r}  # address space, bytes
@@ -79,13 +82,16 @@ c.HTMLExporter.filters = {{"attnkit_mathjax": "autograder.pages.page_head"}}
 
 def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
                 course_id: str = COURSE_ID, unsafe: bool = False,
-                limits: Limits | None = None, gpu: bool = False) -> str:
+                limits: Limits | None = None, gpu: bool = False,
+                late_penalty: str = "none") -> str:
     """The contents of ``nbgrader_config.py`` for a course directory at ``root``.
 
     ``limits`` (default ``Limits.for_cell_timeout(timeout)``) bound the sandboxed kernel;
     ``unsafe`` runs the plain kernel instead (no isolation); ``gpu`` lets the sandboxed kernel
-    see the GPU.
+    see the GPU; ``late_penalty`` is ``late.parse_penalty``'s spelling (none, zero, P%/day).
     """
+    from .late import penalty_config
+
     limits = limits or Limits.for_cell_timeout(timeout)
     manager = ("jupyter_client.manager.AsyncKernelManager" if unsafe
                else "autograder.sandbox.SandboxKernelManager")
@@ -95,7 +101,8 @@ def config_text(root: Path, *, db_url: str, timeout: int, pattern: str,
                             kernel=KERNEL_NAME, timeout=int(timeout), pattern=pattern,
                             kernel_manager=manager, notebook_timeout=limits.notebook_timeout,
                             memory=limits.memory, cpu_time=limits.cpu_time,
-                            file_size=limits.file_size, processes=limits.processes, gpu=bool(gpu))
+                            file_size=limits.file_size, processes=limits.processes, gpu=bool(gpu),
+                            late=penalty_config(late_penalty))
 
 
 def template_dirs() -> list[str]:

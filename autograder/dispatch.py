@@ -63,11 +63,14 @@ TIMINGS = "timings.csv"  # out/timings.csv: seconds per phase of each student gr
 
 
 def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool = False,
-            local: bool = True) -> Stage:
+            local: bool = True, duedate: str | None = None,
+            extensions: dict[str, float] | None = None) -> Stage:
     """Build the template course in ``out/work/template`` and pack it into a ``Stage``.
 
     ``root`` is the staged main course (``stage_course`` has written its config and source).
     ``local``: stage jobs under ``out/work`` (else in each worker's temporary folder).
+    ``duedate`` (ISO, UTC) goes into the template's gradebook and ``extensions`` (seconds per
+    student) into the stage, so each job's autograde applies nbgrader's late penalty.
     """
     work = Path(out) / WORK
     cleanup(out)
@@ -78,6 +81,7 @@ def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool 
     write_staging_config(template, config)
     with nbgrader_session(Path(out) / "grading.log"):
         generate_assignment(make_api(template), assignment)
+        gbk.set_duedate(f"sqlite:///{template / 'gradebook.db'}", assignment, duedate)
     files = {str(p.relative_to(template)): p.read_bytes()
              for folder in ("source", "release")
              for p in sorted((template / folder).rglob("*")) if p.is_file()}
@@ -85,7 +89,7 @@ def prepare(root: Path, out: Path, assignment: str, parts, *, show_hidden: bool 
     shutil.rmtree(work / "template", ignore_errors=True)
     (Path(out) / TIMINGS).write_text(",".join(["student", "worker", *TIMING_PHASES]) + "\n")
     return Stage(assignment, config, files, list(parts), show_hidden,
-                 str(work) if local else "")
+                 str(work) if local else "", dict(extensions or {}))
 
 
 def cleanup(out: Path) -> None:

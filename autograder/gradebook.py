@@ -185,6 +185,76 @@ def store(db_url: str, assignment: str, student: str, record: dict | None, *,
             raise
 
 
+def set_duedate(db_url: str, assignment: str, due: str | None) -> None:
+    """Set (or with None, clear) the due date of ``assignment`` (ISO text in UTC, as nbgrader
+    stores it)."""
+    from nbgrader import utils
+    with _gradebook(db_url) as gb:
+        gb.find_assignment(assignment).duedate = utils.parse_utc(due) if due else None
+        gb.db.commit()
+
+
+def duedate(db_url: str, assignment: str) -> str | None:
+    """The due date of ``assignment`` in the gradebook (ISO text in UTC), or None."""
+    with _gradebook(db_url) as gb:
+        due = gb.find_assignment(assignment).duedate
+    return due.isoformat() if due is not None else None
+
+
+def extensions(db_url: str, assignment: str) -> dict[str, float]:
+    """Seconds of extension granted to each student of ``assignment`` (nbgrader's ``extension``,
+    set with formgrader or ``Gradebook.grant_extension``); students without one are left out."""
+    from nbgrader.api import Assignment, SubmittedAssignment
+    with _gradebook(db_url) as gb:
+        rows = (gb.db.query(SubmittedAssignment).join(Assignment)
+                .filter(Assignment.name == assignment, SubmittedAssignment.extension.isnot(None)))
+        return {s.student_id: s.extension.total_seconds() for s in rows
+                if s.extension.total_seconds() > 0}
+
+
+def grant_extension(db_url: str, assignment: str, student: str, seconds: float) -> None:
+    """Give ``student`` an extension of ``seconds`` on ``assignment``, creating the student and an
+    empty submission if needed (so it holds before autograde stamps the submission)."""
+    from nbgrader.api import MissingEntry
+    with _gradebook(db_url) as gb:
+        gb.update_or_create_student(student)
+        try:
+            gb.find_submission(assignment, student)
+        except MissingEntry:
+            gb.add_submission(assignment, student)
+        gb.grant_extension(assignment, student, minutes=seconds / 60)
+
+
+def late_penalty(db_url: str, assignment: str, student: str) -> tuple[float, float]:
+    """(points taken off for lateness, seconds late) of ``student``'s submission: nbgrader's
+    ``late_submission_penalty`` summed over its notebooks and ``total_seconds_late`` (which
+    counts an extension); (0, 0) without a submission."""
+    from nbgrader.api import MissingEntry
+    with _gradebook(db_url) as gb:
+        try:
+            sub = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return 0.0, 0.0
+        return (sum(nb.late_submission_penalty or 0.0 for nb in sub.notebooks),
+                float(sub.total_seconds_late))
+
+
+def set_students(db_url: str, people: dict[str, tuple[str, str]]) -> None:
+    """Create or update each student (kit id -> (full name, email)) in one transaction; the
+    name is split at its last space into nbgrader's first and last name."""
+    from nbgrader.api import Student
+    with _gradebook(db_url) as gb:
+        for sid, (name, email) in people.items():
+            first, _, last = (name or "").strip().rpartition(" ")
+            person = gb.db.get(Student, sid) or Student(id=sid)
+            if name:  # an empty name or email does not erase one set in formgrader
+                person.first_name, person.last_name = (first, last) if first else (last, "")
+            if email:
+                person.email = email
+            gb.db.add(person)
+        gb.db.commit()
+
+
 def has_assignment(db_url: str, assignment: str, student: str | None = None) -> bool:
     """Whether the gradebook knows ``assignment`` (and ``student``'s submission of it)."""
     from nbgrader.api import MissingEntry

@@ -90,7 +90,9 @@ class Stage:
     ``files``: course-relative path -> bytes of the template course (``source/<a>/...``,
     ``release/<a>/...`` and ``gradebook.db``, the scratch gradebook after
     ``generate_assignment``); ``config``: the text of the main course's ``nbgrader_config.py``;
-    ``scratch``: the folder to stage in ('' = the system temporary folder).
+    ``scratch``: the folder to stage in ('' = the system temporary folder); ``extensions``:
+    seconds of extension per student, from the main gradebook (the template's gradebook already
+    has the due date), so nbgrader's late penalty sees them.
     """
 
     assignment: str
@@ -99,6 +101,7 @@ class Stage:
     parts: list[tuple[str, float]]
     show_hidden: bool = False
     scratch: str = ""
+    extensions: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,15 @@ class Task:
 
     @classmethod
     def of(cls, sub: Submission) -> Task:
-        """Read the notebook, and ``timestamp.txt`` beside it when it is a valid one."""
+        """Read the notebook, and its submission time: ``sub.timestamp`` where the pipeline set it
+        (``pipeline._stamp``), else ``timestamp.txt`` beside it when it is a valid one."""
         if sub.problem or sub.notebook is None:
             return cls(sub)
-        stamp, note = read_timestamp(sub.notebook.parent)  # never follows a link
-        if note:
-            sub = dataclasses.replace(sub, note="; ".join(filter(None, [sub.note, note])))
+        stamp = sub.timestamp
+        if stamp is None:
+            stamp, note = read_timestamp(sub.notebook.parent)  # never follows a link
+            if note:
+                sub = dataclasses.replace(sub, note="; ".join(filter(None, [sub.note, note])))
         return cls(sub, sub.notebook.read_bytes(),
                    None if stamp is None else (stamp + "\n").encode())
 
@@ -279,6 +285,8 @@ def _autograde(api, root: Path, stage: Stage, sub: Submission, db_url: str,
         return
     if stamp is not None:
         (dest / "timestamp.txt").write_text(stamp + "\n")
+    if stage.extensions.get(sub.student):
+        gbk.grant_extension(db_url, assignment, sub.student, stage.extensions[sub.student])
     graded = api.autograde(assignment, sub.student, force=True, create=True)
     lap("nbgrader")
     if not graded["success"]:

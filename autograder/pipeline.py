@@ -50,17 +50,20 @@ import nbformat
 
 from . import dispatch
 from . import gradebook as gbk
+from . import late
+from . import roundtrip
 from .assignments import spec_for
 from .cells import grade_id, is_manual
 from .config import make_api, nbgrader_session, write_config
 from .job import StudentResult
 from .limits import Limits
 from .notebooks import solution_source
+from .preflight import read_timestamp
 from .release import PipelineError, generate_assignment, grade_ids, stage_course
 from .report import status as report_status
 from .report import write_report
 from .sandbox import probe
-from .submissions import Submission, collect
+from .submissions import Submission, collect_all
 
 # Bump when a change to the pipeline should re-grade submissions that state.json calls unchanged.
 STATE_VERSION = 2
@@ -78,6 +81,8 @@ class GradeRun:
     seconds: float = 0.0
     manual: list[str] = field(default_factory=list)  # grade ids of the answers a person grades
     exported_only: bool = False  # rebuilt from the gradebook by ``export`` (nothing graded)
+    lms_files: list[Path] = field(default_factory=list)  # written for the LMS (roundtrip.py)
+    lms_notes: list[str] = field(default_factory=list)  # unmatched files, students off the roster
 
     @property
     def max_score(self) -> float:
@@ -129,7 +134,9 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
           db_url: str | None = None, timeout: int | None = None, force: bool = False,
           jobs: int | None = None, show_hidden: bool = False, echo=print,
           workers: int = 1, scheduler: str | None = None, progress=None,
-          unsafe: bool = False, limits: Limits | dict | None = None, gpu: bool = False) -> GradeRun:
+          unsafe: bool = False, limits: Limits | dict | None = None, gpu: bool = False,
+          due: str | None = None, late_penalty: str | None = None, roster: Path | None = None,
+          lms_title: str | None = None, lms_assignment_id: str | None = None) -> GradeRun:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
     ``workers`` > 1 autogrades that many students at once, each in its own process and staging
@@ -141,6 +148,14 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     dict of fields overriding ``Limits.for_cell_timeout(timeout)``); where the sandbox cannot
     start this raises ``PipelineError``, unless ``unsafe`` (plain kernels, a loud warning).
     ``gpu`` binds the GPU devices into the sandbox (``attnkit grade --gpu``).
+    ``due`` (any date and time nbgrader reads; a zone, else UTC) is written into the gradebook
+    as the assignment's due date; without it, the due date already there (set with nbgrader)
+    counts. ``late_penalty`` (``none``, ``zero``, ``P%/day``: ``late.py``) is what nbgrader takes
+    off a submission whose ``timestamp.txt`` (or LMS late mark) is after it.
+    ``roster`` (a CSV, ``lms.read_roster``) names the class: names and emails, and a ``missing``
+    row with 0 for each student on it who submitted nothing. A Canvas or Moodle export also gets
+    the grade file and feedback zip its LMS imports (``roundtrip.py``; ``lms_title`` and
+    ``lms_assignment_id`` name the Canvas gradebook column).
     """
     workers = max(1, int(jobs or workers))
     begin = time.perf_counter()
@@ -152,20 +167,41 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     timeout = int(timeout or spec_for(assignment).timeout)
     if not isinstance(limits, Limits):
         limits = Limits.for_cell_timeout(timeout, **(limits or {}))
+    penalty, due = late.parse_penalty(late_penalty), late.parse_due(due)
     _check_sandbox(unsafe, echo)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one grading run per output folder at a time
-        course = _stage(assignment, source, out, db_url or f"sqlite:///{out / 'gradebook.db'}",
-                        timeout=timeout, limits=limits, unsafe=unsafe, show_hidden=show_hidden, gpu=gpu)
+        db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
+        if due is None:
+            with nbgrader_session(out / "grading.log"):  # (a new gradebook runs alembic)
+                if gbk.has_assignment(db_url, assignment):
+                    due = gbk.duedate(db_url, assignment)  # set by the instructor with nbgrader
+        course = _stage(assignment, source, out, db_url, timeout=timeout, limits=limits,
+                        unsafe=unsafe, show_hidden=show_hidden, gpu=gpu, due=due, penalty=penalty)
         state = _State(out / "state.json", course.settings)
-        subs = collect(Path(submissions), assignment, out / "incoming")
+        collected = collect_all(Path(submissions), assignment, out / "incoming")
+        klass = roundtrip.ClassList.of(collected, roster and Path(roster), title=lms_title,
+                                       assignment_id=lms_assignment_id)
+        subs = collected.submissions
+        for sub in subs:
+            _stamp(sub, due)
         run = GradeRun(assignment, out, course.parts, manual=list(course.manual))
         with nbgrader_session(out / "grading.log") as log:
-            log.write(f"=== grading {assignment}: {len(subs)} submissions from {submissions}\n")
+            log.write(f"=== grading {assignment}: {len(subs)} submissions from {submissions} "
+                      f"({collected.layout} layout)\n")
+            for line in klass.lines():
+                echo(f"  note: {line}")
+                log.write(line + "\n")
             kept, todo = _plan(course, state, subs, force=force)
             results = _run(course, state, log, kept, todo, max_score=run.max_score,
                            workers=workers, scheduler=scheduler, progress=progress, echo=echo)
-            run.results = [results[s.student] for s in subs]
+            roundtrip.register(course.db_url, assignment, klass)
+            for res in klass.missing_results():
+                res.max_score = run.max_score
+                state.record(res)
+                results[res.student] = res
+            roundtrip.save(out, klass)
+            run.results = [results[s] for s in sorted({s.student for s in subs} | set(klass.missing))]
             students = [r.student for r in run.results]
             run.cells = gbk.cell_scores(course.db_url, assignment, students,
                                         [g for g, _ in course.parts])
@@ -237,20 +273,24 @@ def _check_sandbox(unsafe: bool, echo=print) -> None:
 
 
 def _stage(assignment: str, source: Path, out: Path, db_url: str, *, timeout: int,
-           limits: Limits, unsafe: bool, show_hidden: bool, gpu: bool = False) -> _Course:
+           limits: Limits, unsafe: bool, show_hidden: bool, gpu: bool = False,
+           due: str | None = None, penalty: str = "none") -> _Course:
     """Stage the nbgrader course at ``out/course``: the source notebook and a config with this
-    run's sandbox, limits and stderr pattern."""
+    run's sandbox, limits, stderr pattern and late penalty."""
     root = out / "course"
     nb = stage_course(root, assignment, source, db_url=db_url, timeout=timeout)
     pattern = spec_for(assignment).ignore_pattern()
     write_config(root, db_url=db_url, timeout=timeout, unsafe=unsafe, limits=limits,
-                 pattern=pattern, gpu=gpu)
+                 pattern=pattern, gpu=gpu, late_penalty=penalty)
     digest = hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
     settings = {"version": STATE_VERSION, "assignment": assignment, "source": digest,
                 "timeout": timeout, "db_url": db_url, "stderr_pattern": pattern,
                 "show_hidden": show_hidden, "sandbox": not unsafe, "limits": asdict(limits)}
-    if gpu:  # only when set: earlier runs' state.json stays valid for CPU grading
-        settings["gpu"] = True
+    # Only when set, so an earlier run's state.json stays valid: a grade kept from a run with
+    # another due date or penalty would carry the wrong late penalty.
+    settings.update({k: v for k, v in (("gpu", gpu), ("due", due)) if v})
+    if penalty != "none":
+        settings["late_penalty"] = penalty
     return _Course(assignment, out, db_url, grade_ids(nb), show_hidden, settings,
                    tuple(grade_id(c) for c in nb.cells if is_manual(c)))
 
@@ -270,6 +310,8 @@ def _plan(course: _Course, state: _State, subs: list[Submission], *,
             or not gbk.has_assignment(db_url, assignment)):
         generate_assignment(make_api(course.root), assignment)
         state.students = {}
+    if course.settings.get("due"):
+        gbk.set_duedate(db_url, assignment, course.settings["due"])
     kept, todo = {}, []
     for sub in subs:
         old = state.students.get(sub.student)
@@ -317,12 +359,28 @@ def _run(course: _Course, state: _State, log, kept: dict[str, StudentResult],
     return results
 
 
+def _stamp(sub: Submission, due: str | None) -> None:
+    """Give ``sub`` the submission time nbgrader will see: ``timestamp.txt`` beside the notebook
+    (nbgrader's collect writes one), else the time the LMS export gave, moved after the due date
+    when the LMS marked it late (``late.stamp_late``)."""
+    if sub.notebook is None or sub.problem:
+        return
+    # (an LMS export is one folder for the whole class: no timestamp.txt there is a student's)
+    stamp, note = (None, "") if sub.lms else read_timestamp(sub.notebook.parent)
+    stamp, late_note = late.stamp_late(stamp or sub.timestamp, sub.late, due)
+    sub.timestamp = stamp
+    note = note if stamp is not None else ""  # else ``Task.of`` reads the file again and says it
+    sub.note = "; ".join(filter(None, [sub.note, note, late_note]))
+
+
 def _grade_all(course: _Course, todo: list[Submission], workers: int, scheduler: str | None):
     """Yield a ``job.Graded`` per submission in ``todo`` as each is ready (not committed)."""
     if not todo:
         return
     stage = dispatch.prepare(course.root, course.out, course.assignment, course.parts,
-                             show_hidden=course.show_hidden, local=not scheduler)
+                             show_hidden=course.show_hidden, local=not scheduler,
+                             duedate=course.settings.get("due"),
+                             extensions=gbk.extensions(course.db_url, course.assignment))
     yield from dispatch.results(stage, todo, workers=workers, scheduler=scheduler)
 
 
@@ -334,10 +392,16 @@ def cell_flags(flags: list[str], grade_id: str) -> list[str]:
 
 
 def _score(res: StudentResult, db_url: str, assignment: str, max_score: float) -> None:
-    """Fill in the total score from the gradebook (0 for a failed submission)."""
+    """Fill in the total score from the gradebook (0 for a failed submission), after nbgrader's
+    late penalty, as ``nbgrader export`` computes it; a penalty is added to the notes."""
     res.max_score = max_score
     cells = gbk.cell_scores(db_url, assignment, [res.student], []) if res.status == "graded" else []
-    res.score = sum(c.score or 0.0 for c in cells)
+    raw = sum(c.score or 0.0 for c in cells)
+    penalty, seconds = gbk.late_penalty(db_url, assignment, res.student) if cells else (0.0, 0.0)
+    res.score = max(0.0, raw - penalty)
+    if seconds > 0:
+        lost = f"-{penalty:g} point{'s' * (penalty != 1)}" if penalty else "no penalty"
+        res.notes = "; ".join(filter(None, [res.notes, f"late by {late.describe(seconds)}: {lost}"]))
 
 
 # The flag of a submission that a person flagged in formgrader (the grader found nothing).
@@ -364,4 +428,8 @@ def _export(run: GradeRun, rows: list[dict], marked: set[str] = frozenset()) -> 
         row["needs_manual_grade"] = pending.get(row["student_id"], 0)
     gbk.write_csv(run.out / "grades.csv", gbk.GRADE_COLUMNS, rows)
     gbk.write_csv(run.out / "cell_scores.csv", gbk.CELL_COLUMNS, [asdict(c) for c in run.cells])
+    klass = roundtrip.load(run.out)
+    if klass is not None:
+        run.lms_files = roundtrip.write_lms_files(run.out, run.assignment, rows, klass)
+        run.lms_notes = klass.lines()
     write_report(run)

@@ -44,7 +44,8 @@ def summary(run) -> dict:
         "pending_students": len({c.student for c in pending}),
         "students": len(totals),
         "graded": sum(r.status == "graded" for r in run.results),
-        "failed": sum(r.status != "graded" for r in run.results),
+        "failed": sum(r.status == "failed" for r in run.results),
+        "missing": sum(r.status == "missing" for r in run.results),
         "flagged": sum(bool(getattr(r, "flags", None)) for r in run.results),
         "mean": statistics.fmean(totals) if totals else 0.0,
         "median": statistics.median(totals) if totals else 0.0,
@@ -66,8 +67,9 @@ def format_table(run) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + row[n]
              for row in rows]
     s = summary(run)
-    lines.append(f"{s['students']} submissions: {s['graded']} graded, {s['failed']} failed, "
-                 f"{s['flagged']} flagged; "
+    missing = f", {s['missing']} missing" if s["missing"] else ""
+    lines.append(f"{s['students'] - s['missing']} submissions: {s['graded']} graded, "
+                 f"{s['failed']} failed{missing}, {s['flagged']} flagged; "
                  f"mean {s['mean']:.2f}/{s['max_score']:g}, median {s['median']:g}, "
                  f"{s['full']} full marks, {s['zero']} zero")
     if s["pending"]:
@@ -166,8 +168,10 @@ def make_plots(run) -> list[tuple[str, Path]]:
 def _summary_lines(run) -> list[str]:
     s = summary(run)
     kept = sum(r.cached for r in run.results)
-    lines = [f"Submissions: {s['students']} ({s['graded']} graded, {s['failed']} failed: score 0; "
-             f"{s['flagged']} flagged for review)",
+    missing = (f"; {s['missing']} on the roster submitted nothing: score 0, status missing"
+               if s["missing"] else "")
+    lines = [f"Submissions: {s['students'] - s['missing']} ({s['graded']} graded, {s['failed']} "
+             f"failed: score 0; {s['flagged']} flagged for review{missing})",
              f"Mean {s['mean']:.2f} / {s['max_score']:g}, median {s['median']:g}",
              f"Full marks: {s['full']}, zero: {s['zero']}"]
     manual = getattr(run, "manual", None)
@@ -185,6 +189,11 @@ def _summary_lines(run) -> list[str]:
     else:
         lines.append(f"This run: {run.seconds:.1f} s ({len(run.results) - kept} graded now, "
                      f"{kept} unchanged and kept from an earlier run)")
+    files = getattr(run, "lms_files", None)
+    if files:
+        lines.append("For the LMS (scores after the late penalty): "
+                     + ", ".join(str(p.relative_to(run.out)) for p in files))
+    lines += getattr(run, "lms_notes", None) or []
     return lines
 
 

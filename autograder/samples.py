@@ -273,9 +273,68 @@ def sample_path(name: str, student: str) -> Path:
 
 
 def write_samples(names: list[str] | None = None) -> list[Path]:
-    """Rewrite the committed sample submissions from their recipes."""
+    """Rewrite the committed sample submissions from their recipes (and the Canvas sample from
+    the a1 samples)."""
     written = []
     for name in names or sorted(RECIPES):
         for student, recipe in RECIPES[name].items():
             written.append(write_notebook(build_sample(name, recipe), sample_path(name, student)))
+    if CANVAS["assignment"] in (names or RECIPES):
+        written += write_canvas_sample()
     return written
+
+
+# ---------------------------------------------------------------- an LMS round trip
+
+# A Canvas "Download Submissions" zip of a1 (file names as Canvas writes them, see lms.py) and
+# the class roster: O'Brien hands in the solution on time; Ångström uploads three times, late
+# (the latest is the solution); Lee hands in the partial answers; Nguyen, on the roster, hands
+# in nothing; a README.txt in the zip is no student's. ``attnkit demo`` grades it with the due
+# date and a 10 %/day late penalty and writes the Canvas import CSV; test_lms_grading.py checks it.
+CANVAS = {
+    "assignment": "a1_attention_basics",
+    "zip": SAMPLES_DIR / "lms" / "canvas_a1_attention_basics.zip",
+    "roster": SAMPLES_DIR / "lms" / "canvas_roster.csv",
+    "due": "2026-11-20 17:00:00 UTC",
+    "late_penalty": "10%/day",
+    "title": "A1: attention basics",
+    "assignment_id": "3301",
+    "files": [  # (name in the zip, the a1 sample whose notebook it is; None: a stray file)
+        ("obrienzoë_4821_99012_a1_attention_basics.ipynb", "full"),
+        ("ångströmzoë_LATE_4822_99020_a1_attention_basics.ipynb", "blank"),
+        ("ångströmzoë_LATE_4822_99021_a1_attention_basics-1.ipynb", "partial"),
+        ("ångströmzoë_LATE_4822_99022_a1_attention_basics-2.ipynb", "full"),
+        ("leejordan_4823_99030_a1_attention_basics.ipynb", "partial"),
+        ("README.txt", None),
+    ],
+    "roster_csv": ("Student,ID,SIS User ID,SIS Login ID,Section,email\n"
+                   "\"O'Brien, Zoë\",4821,S1001,zobrien,Section A,zoe.obrien@example.edu\n"
+                   "\"Ångström, Zoë\",4822,S1002,zangstrom,Section A,zoe.angstrom@example.edu\n"
+                   "\"Lee, Jordan\",4823,S1003,jlee,Section B,jordan.lee@example.edu\n"
+                   "\"Nguyen, Minh\",4824,S1004,mnguyen,Section B,minh.nguyen@example.edu\n"),
+    # kit id -> (score after the late penalty, status): 10 % off one day late
+    "expected": {"obrienzoe_4821": (12.0, "graded"), "angstromzoe_4822": (10.8, "graded"),
+                 "leejordan_4823": (7.0, "graded"), "nguyenminh_4824": (0.0, "missing")},
+}
+_ZIP_TIME = (2026, 11, 21, 9, 0, 0)  # Canvas stamps every member with the download time
+
+
+def canvas_members() -> dict[str, bytes]:
+    """The members of the Canvas sample zip: name -> bytes (the a1 samples' notebooks)."""
+    name = CANVAS["assignment"]
+    return {member: (sample_path(name, student).read_bytes() if student
+                     else b"Downloaded from Canvas: submissions of A1.\n")
+            for member, student in CANVAS["files"]}
+
+
+def write_canvas_sample() -> list[Path]:
+    """Write the Canvas sample zip and its roster (after the a1 samples they are built from)."""
+    import zipfile
+
+    path = CANVAS["zip"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for member, data in canvas_members().items():
+            zf.writestr(zipfile.ZipInfo(member, _ZIP_TIME), data, zipfile.ZIP_DEFLATED)
+    CANVAS["roster"].write_text(CANVAS["roster_csv"], encoding="utf-8")
+    return [path, CANVAS["roster"]]

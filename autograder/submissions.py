@@ -8,6 +8,11 @@ Accepted layouts, for an assignment ``a1``::
     submissions/dave.ipynb               a loose notebook (the file name is the id)
     submissions.zip                      a zip of any of the above (one wrapper folder is fine)
 
+Canvas and Moodle "download all submissions" exports (flat ``{login}_{userid}_{fileid}_{name}``
+files, or ``Full Name_{participant}_assignsubmission_file`` folders) are recognised by
+``lms.detect_layout`` and grouped per student by ``lms.recognise``; ``collect_all`` also returns
+the files of such an export that follow no pattern ("unmatched") instead of making students of them.
+
 In a student folder ``a1.ipynb`` wins; otherwise a single notebook is taken; with several,
 one whose name contains the assignment name, else the first in sorted order (the choice is
 noted in the report). A student whose notebook cannot be found or read gets ``problem`` set:
@@ -22,15 +27,18 @@ up to ``PRECHECK_BYTES``); ``preflight.sanitize`` does the rest before grading.
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
+import os
 import re
 import shutil
 import stat
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import lms as lms_formats
 from .preflight import Refused, check_file, load
 
 MAX_UNZIPPED_BYTES = 512 * 2**20
@@ -49,14 +57,22 @@ class Submission:
     notebook: Path | None = None
     problem: str | None = None   # set when the submission cannot be graded
     note: str = ""               # something the grader should know (which file was picked)
+    late: bool = False           # the LMS marked the submission late (Canvas file names do)
+    timestamp: str | None = None  # ISO 8601 UTC submission time, when the export tells it
+    name: str = ""               # display name (Moodle full name, Canvas login, or the roster's)
+    lms: dict = field(default_factory=dict)  # LMS ids: see lms.py ({"lms": "canvas", "user_id": ...})
 
     @property
     def sha256(self) -> str:
-        """Hash of the notebook's bytes ('' without a notebook): unchanged hash, same grade."""
+        """Hash of the notebook's bytes ('' without a notebook): unchanged hash, same grade. With
+        a submission time (it decides the late penalty), the hash covers it too."""
         if self.notebook is None or self.problem:
             return ""
         with open(self.notebook, "rb") as f:  # streamed: a notebook may be hundreds of MB
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            digest = hashlib.file_digest(f, "sha256")
+        if self.timestamp:
+            digest.update(b"\0timestamp " + self.timestamp.encode())
+        return digest.hexdigest()
 
 
 def student_id(name: str) -> str:
@@ -114,6 +130,11 @@ def unzip(archive: Path, dest: Path, skipped: list[str] | None = None) -> Path:
                         raise ValueError(f"{archive.name} unpacks to more than "
                                          f"{MAX_UNZIPPED_BYTES >> 20} MiB")
                     out.write(chunk)
+            try:  # keep the member's time (zip times carry no zone: read as UTC)
+                seconds = calendar.timegm((*member.date_time, 0, 0, 0))
+                os.utime(target, (seconds, seconds))
+            except (OverflowError, ValueError, OSError):
+                pass
     return dest
 
 
@@ -199,7 +220,7 @@ def _root(path: Path, assignment: str) -> Path:
     zips) and no ``<assignment>.ipynb`` of its own; a lone student folder is not stepped into.
     """
     entries = [p for p in path.iterdir() if _visible(p)]
-    if len(entries) == 1 and entries[0].is_dir():
+    if len(entries) == 1 and entries[0].is_dir() and not lms_formats.parse_moodle(entries[0].name):
         inner = [p for p in entries[0].iterdir() if _visible(p)
                  and (p.is_dir() or p.suffix in (".ipynb", ".zip"))]
         if len(inner) >= 2 and not any(p.name == f"{assignment}.ipynb" for p in inner):
@@ -207,11 +228,25 @@ def _root(path: Path, assignment: str) -> Path:
     return path
 
 
+@dataclass
+class Collected:
+    """What ``collect_all`` found: the layout, one Submission per student, stray files."""
+
+    layout: str                   # "canvas" | "moodle" | "folders"
+    submissions: list[Submission]
+    unmatched: list[str] = field(default_factory=list)  # one line per file that is no student's
+
+
 def collect(submissions: Path, assignment: str, scratch: Path) -> list[Submission]:
     """Every student's submission in ``submissions`` (a folder or a .zip), sorted by student.
 
     ``scratch`` is a folder the caller owns; zips are extracted there (it is emptied first).
     """
+    return collect_all(submissions, assignment, scratch).submissions
+
+
+def collect_all(submissions: Path, assignment: str, scratch: Path) -> Collected:
+    """``collect``, plus the layout found and the files of an LMS export that match no student."""
     submissions = Path(submissions)
     if not submissions.exists():
         raise FileNotFoundError(f"no submissions at {submissions}")
@@ -220,6 +255,15 @@ def collect(submissions: Path, assignment: str, scratch: Path) -> list[Submissio
     if submissions.is_file():
         submissions = unzip(submissions, scratch / "_archive", skipped)
     root = _root(submissions, assignment)
+    entries = [(p.name, p.is_dir()) for p in root.iterdir() if _visible(p)]
+    layout = lms_formats.detect_layout(entries)
+    if layout == "folders":
+        return Collected(layout, _collect_folders(root, assignment, scratch, skipped))
+    return _collect_lms(layout, root, assignment, scratch, skipped)
+
+
+def _collect_folders(root: Path, assignment: str, scratch: Path, skipped: list[str]) -> list[Submission]:
+    """One student per folder, loose notebook or loose zip of ``root`` (the kit's own layout)."""
     result: dict[str, Submission] = {}
     for entry in sorted(p for p in root.iterdir() if _visible(p)):
         if entry.is_file() and entry.suffix not in (".ipynb", ".zip"):
@@ -254,3 +298,59 @@ def collect(submissions: Path, assignment: str, scratch: Path) -> list[Submissio
             result[sid].note = "; ".join(filter(None, [result[sid].note,
                                                        _skipped_note([line])]))
     return [result[k] for k in sorted(result)]
+
+
+def _collect_lms(layout: str, root: Path, assignment: str, scratch: Path,
+                 skipped: list[str]) -> Collected:
+    """One Submission per student of a Canvas or Moodle export (see ``lms``)."""
+    files, links = [], []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if any(part in _JUNK or part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_symlink():
+            links.append(f"{rel.as_posix()} (symbolic link, not followed)")
+        elif p.is_file():
+            files.append(rel.as_posix())
+    students, unmatched = lms_formats.recognise(layout, files)
+    result: dict[str, Submission] = {}
+    for st in students:
+        sub = Submission(st.student, late=st.late, name=st.name, lms=dict(st.lms))
+        notebooks = [f for f in st.files if f.lower().endswith(".ipynb")]
+        paths = [root / f for f in notebooks]
+        labels = [st.files[f]["filename"] for f in notebooks]
+        owners = list(notebooks)
+        loose: list[str] = []
+        if not notebooks:  # a zip handed in instead of a notebook
+            for i, f in enumerate(f for f in st.files if f.lower().endswith(".zip")):
+                try:
+                    found = _notebooks(unzip(root / f, scratch / sub.student / f"zip{i}", loose))
+                except _ZIP_ERRORS as exc:
+                    sub.problem = zip_problem(root / f, exc)
+                    break
+                paths += found
+                labels += [p.name for p in found]
+                owners += [f] * len(found)
+        if not paths and sub.problem is None:
+            names = ", ".join(st.files[f]["filename"] or Path(f).name for f in st.files)
+            sub.problem = "no notebook (.ipynb) found"
+            sub.note = f"submitted {names}"
+        elif paths and sub.problem is None:
+            mtimes = [p.stat().st_mtime for p in paths]
+            i = lms_formats.pick_latest(labels, assignment, mtimes)
+            sub.notebook = paths[i]
+            sub.lms.update({k: v for k, v in st.files[owners[i]].items() if k == "attachment_id" and v})
+            sub.lms["file_time"] = lms_formats.iso_utc(mtimes[i])
+            if len(paths) > 1:
+                sub.note = (f"{len(paths)} notebooks ({', '.join(labels)}); "
+                            f"graded the latest, {labels[i]}")
+            sub.problem = check_notebook(sub.notebook)
+        sub.note = "; ".join(filter(None, [sub.note, _skipped_note(loose)]))
+        result[sub.student] = sub
+    for line in skipped:  # members the class zip did not extract: tell their owner, else report
+        sid = lms_formats.owner(layout, line.split(" (")[0])
+        if sid in result:
+            result[sid].note = "; ".join(filter(None, [result[sid].note, _skipped_note([line])]))
+        else:
+            unmatched.append(f"skipped in the zip: {line}")
+    return Collected(layout, [result[k] for k in sorted(result)], unmatched + links)
