@@ -6,16 +6,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 LAB_ARGS ?=
+HUB_ARGS ?=
 BENCH_ARGS ?=
 CAPSTONE_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help venv demo test test-fast lab book notebooks release bench capstone gpu-check clean
+.PHONY: help venv demo test test-fast lab hub book notebooks release bench capstone gpu-check clean
 
 help:
 	@echo "make demo      release the assignments, autograde the sample submissions, write build/demo/"
 	@echo "make test      run every test (library, notebooks, release sync, autograder end to end)"
 	@echo "make lab       open JupyterLab on the repository (students start here)"
+	@echo "make hub       JupyterHub on 127.0.0.1:8000 with the nbgrader exchange, in build/hub/ (docs/hub.md)"
 	@echo "make book      execute the course notebooks and render them to build/book/*.html"
 	@echo "make notebooks rebuild course/*.ipynb and assignments/ from their py:percent sources"
 	@echo "make bench     time every attention variant against dense attention, write build/bench/"
@@ -50,19 +52,43 @@ $(STAMP): pyproject.toml | $(SYSSTAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (attnkit)" >/dev/null
 	touch $(STAMP)
 
-venv: $(STAMP)
+# JupyterHub's proxy (make hub, tests/test_hub.py) is a Node program: one on PATH is used as it is;
+# else npm installs it into $(VENV)/node (autograder/hub.py looks there first); without npm, as
+# root, Debian's node-configurable-http-proxy; otherwise a warning (the hub test is then skipped)
+# and another try next time.
+CHP_STAMP := $(VENV)/.proxy
+
+$(CHP_STAMP): | $(STAMP)
+	@if command -v configurable-http-proxy >/dev/null 2>&1; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  echo "installing configurable-http-proxy into $(VENV)/node"; \
+	  npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error configurable-http-proxy@4 >/dev/null \
+	    || echo "warning: npm could not install configurable-http-proxy"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's node-configurable-http-proxy"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq node-configurable-http-proxy >/dev/null) \
+	    || echo "warning: could not install node-configurable-http-proxy"; \
+	else echo "warning: configurable-http-proxy missing (npm install -g configurable-http-proxy, or" \
+	  "sudo apt-get install node-configurable-http-proxy): make hub and its test cannot run"; fi
+	@if command -v configurable-http-proxy >/dev/null 2>&1 || [ -x $(VENV)/node/node_modules/.bin/configurable-http-proxy ]; \
+	then touch $@; fi
+
+venv: $(STAMP) $(CHP_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/attnkit demo --out build/demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHP_STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --durations=30 tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHP_STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" tests
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+
+hub: $(STAMP) $(CHP_STAMP)
+	$(BIN)/attnkit hub start --dir build/hub $(HUB_ARGS)
 
 book: $(STAMP)
 	$(BIN)/attnkit book --out build/book

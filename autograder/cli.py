@@ -14,6 +14,8 @@
     attnkit manual --run DIR import FILE  enter manual scores (CSV), then re-export the grades
     attnkit manual --run DIR export       re-export grades.csv and the report (after formgrader)
     attnkit gpu-check [--out build/gpu-check]  CUDA tests, GPU benchmark, grading with --gpu
+    attnkit hub start|write|release|collect|feedback   JupyterHub with the nbgrader exchange
+                                          (build/hub; docs/hub.md)
     attnkit samples [ASSIGNMENT ...]      rewrite the sample submissions from their recipes
     attnkit book [--out build/book]       execute the course notebooks, render them to HTML
     attnkit capstone [--quick] [--out build/capstone] [--variants a,b] [--tasks x,y] [--seeds 0 1]
@@ -202,6 +204,12 @@ def cmd_book(args) -> int:
     return 1 if build_book(Path(args.out), timeout=args.timeout) else 0
 
 
+def cmd_hub(args) -> int:
+    from .hub import run
+
+    return run(args)
+
+
 def cmd_capstone(args) -> int:
     from attnkit.capstone import command
 
@@ -344,6 +352,13 @@ def parser() -> argparse.ArgumentParser:
     gc.add_argument("--budget", type=float, default=450,
                     help="seconds for the tests and the benchmark; later cases are skipped (default 450)")
     gc.set_defaults(fn=cmd_gpu_check)
+
+    from .hub import add_arguments as hub_arguments  # light: JupyterHub loads only for spawners
+
+    hb = sub.add_parser("hub", help="JupyterHub with nbgrader's exchange: start, write, release, "
+                                    "collect, feedback (docs/hub.md)")
+    hub_arguments(hb)
+    hb.set_defaults(fn=cmd_hub)
 
     from attnkit.capstone import add_arguments as capstone_arguments  # argparse only; runs nothing
 
