@@ -187,7 +187,7 @@ def _summary_lines(run) -> list[str]:
         lines.append("This report: rebuilt from the gradebook after manual grading "
                      "(no notebook graded again)")
     else:
-        lines.append(f"This run: {run.seconds:.1f} s ({len(run.results) - kept} graded now, "
+        lines.append(f"This run: {run.seconds:.1f} s ({len(run.results) - kept - s['missing']} graded now, "
                      f"{kept} unchanged and kept from an earlier run)")
     files = getattr(run, "lms_files", None)
     if files:
