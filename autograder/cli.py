@@ -8,6 +8,7 @@
                                           [--notebook-timeout S] [--gpu]
                                           [--due DATE] [--late-penalty none|zero|P%/day]
                                           [--roster CSV] [--lms-title T] [--lms-assignment-id ID]
+                                          [--lms-timezone ZONE]
     attnkit demo [--out build/demo] [--gpu]  release all, grade autograder/samples/*, one report;
                                           then the Canvas sample round trip (build/demo/canvas)
     attnkit manual --run DIR export-template [--to FILE] [--all]   written answers to grade by hand
@@ -91,7 +92,8 @@ def cmd_grade(args) -> int:
                 scheduler=args.scheduler, show_hidden=args.show_hidden, progress=Progress(),
                 unsafe=args.unsafe, limits=limit_overrides(args), gpu=args.gpu,
                 due=args.due, late_penalty=args.late_penalty, roster=args.roster,
-                lms_title=args.lms_title, lms_assignment_id=args.lms_assignment_id)
+                lms_title=args.lms_title, lms_assignment_id=args.lms_assignment_id,
+                lms_timezone=args.lms_timezone)
     print()
     print(format_table(run))
     print(f"\nwrote {out}/grades.csv, cell_scores.csv, feedback/, report.html ({run.seconds:.1f} s)")
@@ -304,6 +306,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--lms-title", metavar="TEXT",
                    help="Canvas: the gradebook column to fill (default: the assignment name)")
     g.add_argument("--lms-assignment-id", metavar="ID", help="Canvas: that column's assignment id")
+    g.add_argument("--lms-timezone", metavar="ZONE",
+                   help="the zone of the roster's submission times (Moodle's worksheet writes them in "
+                        "the downloader's zone, e.g. Europe/Paris; default UTC)")
     g.set_defaults(fn=cmd_grade)
 
     d = sub.add_parser("demo", help="release everything and grade the sample submissions")

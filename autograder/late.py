@@ -90,6 +90,29 @@ def parse_due(text: str | None) -> str | None:
         raise LateError(f"due date {text!r} is not a date and time ({exc})") from None
 
 
+def parse_lms_time(text: str, zone: str | None = None) -> str | None:
+    """A submission time as an LMS writes it (Moodle's worksheet: "Friday, 20 November 2026,
+    7:30 PM", in the zone of the person who downloaded it) as ISO text in UTC; None for "-" or
+    an empty cell. ``zone`` (IANA name, default UTC) is the zone of a time that names none."""
+    import zoneinfo
+
+    import dateutil.parser
+
+    text = (text or "").strip()
+    if text in ("", "-"):
+        return None
+    try:
+        tz = zoneinfo.ZoneInfo(zone or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise LateError(f"time zone {zone!r} is not an IANA name such as Europe/Paris") from None
+    try:
+        when = dateutil.parser.parse(text)
+    except (ValueError, OverflowError) as exc:
+        raise LateError(f"submission time {text!r} is not a date and time ({exc})") from None
+    when = when if when.tzinfo else when.replace(tzinfo=tz)
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
+
+
 def stamp_late(timestamp: str | None, late: bool, due: str | None) -> tuple[str | None, str]:
     """The submission time to give nbgrader, and a note when it was made up.
 

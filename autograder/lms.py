@@ -42,7 +42,9 @@ Canvas "obrienzoe", user 4821 -> ``obrienzoe_4821``; Moodle "Zoë O'Brien", part
 name keeps it readable; a roster's ``student_id`` column, when given, wins (``apply_roster``).
 
 Late: Canvas marks late submissions in the file name ("LATE_" before the user id); Moodle's
-download does not say, so Moodle submissions are never flagged late here. Several notebooks
+download does not say, so Moodle submissions are never flagged late here: its grading worksheet,
+given as the roster, has each submission time ("Last modified (submission)", ``RosterEntry
+.submitted``), which ``roundtrip`` turns into the submission's time for nbgrader. Several notebooks
 from one student: the highest ``-N`` suffix wins, then the latest zip member time, then the
 name; the note says which was graded. Neither LMS stamps the submission time on zip members
 (Canvas's rubyzip and Moodle's ZipStream both write the export time), so ``timestamp`` stays
@@ -275,6 +277,7 @@ class RosterEntry:
     sis_login_id: str = ""
     section: str = ""
     login: str = ""           # Canvas file-name token, when the roster gives last and first names
+    submitted: str = ""       # the submission time as the LMS wrote it (Moodle's worksheet has it)
 
     @property
     def student(self) -> str:
@@ -295,7 +298,8 @@ def _column(header: list[str]) -> dict[str, int]:
 def read_roster(path: Path) -> Roster:
     """Read a roster CSV with a header row: an id column (``lms_id``, ``id``, ``user_id``,
     ``participant``, ...); optional ``student_id``, ``name`` or ``first_name`` + ``last_name``,
-    ``email``, ``sis_user_id``, ``sis_login_id``, ``section``.
+    ``email``, ``sis_user_id``, ``sis_login_id``, ``section``, and the submission time
+    (``submitted``, or Moodle's "Last modified (submission)", "-" when there is none).
     A Canvas gradebook export works as is (its "Points Possible" row is skipped)."""
     path = Path(path)
     try:
@@ -344,7 +348,8 @@ def read_roster(path: Path) -> Roster:
         entries.append(RosterEntry(lms_id, name, get(row, "email", "email_address", "e_mail"),
                                    get(row, "student_id", "kit_id"), get(row, "sis_user_id"),
                                    get(row, "sis_login_id"), get(row, "section"),
-                                   canvas_login(sortable) if sortable else ""))
+                                   canvas_login(sortable) if sortable else "",
+                                   get(row, "last_modified_submission", "submitted", "submitted_at")))
     return Roster(entries, path)
 
 

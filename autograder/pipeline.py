@@ -136,7 +136,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
           workers: int = 1, scheduler: str | None = None, progress=None,
           unsafe: bool = False, limits: Limits | dict | None = None, gpu: bool = False,
           due: str | None = None, late_penalty: str | None = None, roster: Path | None = None,
-          lms_title: str | None = None, lms_assignment_id: str | None = None) -> GradeRun:
+          lms_title: str | None = None, lms_assignment_id: str | None = None,
+          lms_timezone: str | None = None) -> GradeRun:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
     ``workers`` > 1 autogrades that many students at once, each in its own process and staging
@@ -155,7 +156,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
     ``roster`` (a CSV, ``lms.read_roster``) names the class: names and emails, and a ``missing``
     row with 0 for each student on it who submitted nothing. A Canvas or Moodle export also gets
     the grade file and feedback zip its LMS imports (``roundtrip.py``; ``lms_title`` and
-    ``lms_assignment_id`` name the Canvas gradebook column).
+    ``lms_assignment_id`` name the Canvas gradebook column); a roster's submission times
+    (Moodle's worksheet) are read in ``lms_timezone`` (IANA name, default UTC).
     """
     workers = max(1, int(jobs or workers))
     begin = time.perf_counter()
@@ -181,7 +183,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, source: Path | None 
         state = _State(out / "state.json", course.settings)
         collected = collect_all(Path(submissions), assignment, out / "incoming")
         klass = roundtrip.ClassList.of(collected, roster and Path(roster), title=lms_title,
-                                       assignment_id=lms_assignment_id)
+                                       assignment_id=lms_assignment_id, zone=lms_timezone)
         subs = collected.submissions
         for sub in subs:
             _stamp(sub, due)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import gradebook as gbk
-from . import lms
+from . import late, lms
 from .job import StudentResult
 from .submissions import Collected
 
@@ -48,10 +48,12 @@ class ClassList:
 
     @classmethod
     def of(cls, collected: Collected, roster: Path | None = None, *, title: str | None = None,
-           assignment_id: str | None = None) -> ClassList:
+           assignment_id: str | None = None, zone: str | None = None) -> ClassList:
         """The class list of ``collected``; with ``roster``, its names, emails and pinned ids are
-        applied to the submissions (which may change their ``student``) and its students who
-        submitted nothing are listed as missing."""
+        applied to the submissions (which may change their ``student``), its submission times
+        (Moodle's worksheet; read in ``zone`` when they name none) become the submissions' times
+        where the download has none, and its students who submitted nothing are listed as
+        missing."""
         subs = collected.submissions
         klass = cls(collected.layout, unmatched=list(collected.unmatched), title=title or "",
                     assignment_id=assignment_id or "")
@@ -61,6 +63,8 @@ class ClassList:
                 for entry in entries.entries:
                     entry.student_id = entry.student_id or entry.lms_id
             match = lms.match_roster(entries, subs)
+            for sub in subs:  # (before apply_roster, which may give a submission a pinned id)
+                _roster_time(sub, match.matched.get(sub.student), zone)
             lms.apply_roster(subs, match)
             klass.roster, klass.not_on_roster = str(roster), match.not_on_roster
             for entry in match.missing:
@@ -91,6 +95,16 @@ class ClassList:
         return out
 
 
+def _roster_time(sub, entry, zone: str | None) -> None:
+    """Give ``sub`` the roster's submission time when the download did not carry one."""
+    if entry is None or not entry.submitted or sub.timestamp:
+        return
+    try:
+        sub.timestamp = late.parse_lms_time(entry.submitted, zone)
+    except late.LateError as exc:
+        sub.note = "; ".join(filter(None, [sub.note, f"roster: {exc}; no submission time"]))
+
+
 def _ids(layout: str, lms_id: str) -> dict:
     """The LMS ids of a roster person, keyed as ``lms.py`` keys a submission's."""
     if layout == "canvas":
@@ -98,6 +112,15 @@ def _ids(layout: str, lms_id: str) -> dict:
     if layout == "moodle":
         return {"lms": "moodle", "participant": lms_id}
     return {}
+
+
+def _after(timestamp: str | None, due: str | None) -> bool:
+    """Whether nbgrader's ``timestamp`` is after its ``duedate`` (both as its export writes them)."""
+    if not timestamp or not due:
+        return False
+    from nbgrader.utils import parse_utc
+
+    return parse_utc(timestamp) > parse_utc(due)
 
 
 def save(out: Path, klass: ClassList) -> None:
@@ -136,7 +159,9 @@ def write_lms_files(out: Path, assignment: str, rows: list[dict], klass: ClassLi
         feedback = Path(out) / "feedback" / sid / f"{assignment}.html"
         results.append({"student": sid, "name": person.get("name", ""),
                         "email": row.get("email") or person.get("email", ""),
-                        "lms": person.get("lms", {}), "late": person.get("late", False),
+                        "lms": person.get("lms", {}),
+                        "late": person.get("late", False) or _after(row.get("timestamp"),
+                                                                     row.get("duedate")),
                         "timestamp": row.get("timestamp") or person.get("timestamp"),
                         "score": float(row["score"] or 0), "max_score": float(row["max_score"] or 0),
                         "status": row.get("status", ""),

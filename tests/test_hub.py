@@ -1,4 +1,5 @@
-"""The course on a real JupyterHub, end to end (``autograder/hub.py``, ``docs/hub.md``).
+"""The course on a real JupyterHub, end to end (``autograder/hub.py``, ``exchange.py``,
+``docs/hub.md``).
 
 One hub on free loopback ports, the instructor and two students: the instructor releases
 ``a1_attention_basics`` into nbgrader's exchange; alice and bob get their own single-user servers
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder.hub import (EXCHANGE_MODE, Hub, HubAPI, Student, collect, find_proxy, free_port,
-                            release_assignment, release_feedback, set_due_date, start_hub, stop_hub,
-                            wait_for_hub, write_hub)
+from autograder.exchange import collect, release_assignment, release_feedback, set_due_date
+from autograder.hub import (EXCHANGE_MODE, Hub, HubAPI, Student, find_proxy, free_port, start_hub,
+                            stop_hub, wait_for_hub, write_hub)
 from autograder.samples import EXPECTED, sample_path
 from autograder.sandbox import bwrap_path
 

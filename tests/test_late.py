@@ -112,3 +112,21 @@ def test_due_date_and_extensions_in_the_gradebook(tmp_path, monkeypatch):
 ])
 def test_describe_lateness(seconds, text):
     assert late.describe(seconds) == text
+
+
+@pytest.mark.parametrize("text, zone, iso", [
+    ("Friday, 20 November 2026, 7:30 PM", "Europe/Paris", "2026-11-20T18:30:00"),
+    ("Friday, 20 November 2026, 7:30 PM", None, "2026-11-20T19:30:00"),
+    ("2026-11-20T19:30:00+01:00", "America/New_York", "2026-11-20T18:30:00"),
+    ("-", "Europe/Paris", None), ("", None, None),
+])
+def test_lms_times(text, zone, iso):
+    """Moodle's worksheet writes local times without a zone: read in the zone given."""
+    assert late.parse_lms_time(text, zone) == iso
+
+
+def test_bad_lms_times():
+    with pytest.raises(late.LateError, match="not a date"):
+        late.parse_lms_time("whenever", None)
+    with pytest.raises(late.LateError, match="IANA"):
+        late.parse_lms_time("Friday, 20 November 2026, 7:30 PM", "Mars/Olympus")

@@ -292,3 +292,20 @@ def test_feedback_bundles(tmp_path):
     # what Moodle's importer does: explode('_', first folder, 5) -> name, id, subtype, type
     assert [n.split("/")[0].split("_", 4)[1:4] for n in names] == \
         [["12345", "assignsubmission", "file"], ["12346", "assignsubmission", "file"]]
+
+
+def test_moodle_worksheet_works_as_a_roster(tmp_path):
+    """Moodle's grading worksheet: participant ids, names, emails and the submission times as
+    Moodle writes them ("-" for none), left as text for late.parse_lms_time."""
+    path = tmp_path / "worksheet.csv"
+    path.write_text("Identifier,Full name,Email address,Status,Grade,Maximum Grade,"
+                    "Grade can be changed,Last modified (submission),Last modified (grade),Feedback comments\n"
+                    "Participant 12345,Zoë O'Brien,zoe@example.edu,Submitted for grading,,12.00,Yes,"
+                    "\"Friday, 20 November 2026, 7:30 PM\",-,\n"
+                    "Participant 12347,Ana María López,ana@example.edu,No submission,,12.00,Yes,-,-,\n",
+                    encoding="utf-8")
+    entries = lms.read_roster(path).entries
+    assert [(e.lms_id, e.name, e.email, e.submitted) for e in entries] == [
+        ("12345", "Zoë O'Brien", "zoe@example.edu", "Friday, 20 November 2026, 7:30 PM"),
+        ("12347", "Ana María López", "ana@example.edu", "-")]
+    assert [e.student for e in entries] == ["zoe_obrien_12345", "ana_maria_lopez_12347"]

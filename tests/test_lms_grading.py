@@ -132,23 +132,35 @@ def test_moodle_round_trip(tmp_path):
     (subs / "Jean-Luc Picard_12346_assignsubmission_onlinetext").mkdir()
     (subs / "Jean-Luc Picard_12346_assignsubmission_onlinetext" / "onlinetext.html").write_text("<p>hi</p>")
     roster = tmp_path / "roster.csv"
-    roster.write_text("Identifier,Full name,Email address\n"
-                      "Participant 12345,Zoë O'Brien,zoe@example.edu\n"
-                      "Participant 12346,Jean-Luc Picard,jlp@example.edu\n"
-                      "Participant 12347,Ana María López,ana@example.edu\n", encoding="utf-8")
-    out, _ = _grade(tmp_path, subs, "--roster", str(roster))
+    # Moodle's own grading worksheet as the roster: its submission times, in the zone of the
+    # teacher who downloaded it (Paris: 19:30 there is 18:30 UTC, 1 h 30 min after the due date)
+    roster.write_text("Identifier,Full name,Email address,Status,Last modified (submission)\n"
+                      "Participant 12345,Zoë O'Brien,zoe@example.edu,Submitted for grading,"
+                      "\"Friday, 20 November 2026, 7:30 PM\"\n"
+                      "Participant 12346,Jean-Luc Picard,jlp@example.edu,Submitted for grading,"
+                      "\"Friday, 20 November 2026, 9:05 AM\"\n"
+                      "Participant 12347,Ana María López,ana@example.edu,No submission,-\n",
+                      encoding="utf-8")
+    out, _ = _grade(tmp_path, subs, "--roster", str(roster), "--lms-timezone", "Europe/Paris",
+                    "--due", "2026-11-20 17:00 UTC", "--late-penalty", "10%/day")
     rows = _rows(out / "grades.csv")
     assert {s: (float(r["score"]), r["status"]) for s, r in rows.items()} == {
-        "zoe_obrien_12345": (12.0, "graded"), "jean_luc_picard_12346": (0.0, "graded"),
+        "zoe_obrien_12345": (pytest.approx(10.8), "graded"), "jean_luc_picard_12346": (0.0, "graded"),
         "ana_maria_lopez_12347": (0.0, "missing")}
+    zoe = rows["zoe_obrien_12345"]
+    assert (zoe["timestamp"], float(zoe["late_submission_penalty"])) == ("2026-11-20 18:30:00", 1.2)
+    assert "late by 1 h 30 min: -1.2 points" in zoe["notes"]
+    assert rows["jean_luc_picard_12346"]["timestamp"] == "2026-11-20 08:05:00"
     sheet = _csv(out / "lms" / "moodle_grades.csv")
     assert sheet[0] == ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
                         "Grade can be changed", "Last modified (submission)", "Last modified (grade)",
                         "Feedback comments"]
     by_id = {r[0]: r for r in sheet[1:]}
     assert sorted(by_id) == ["Participant 12345", "Participant 12346", "Participant 12347"]
-    assert by_id["Participant 12345"][1:7] == ["Zoë O'Brien", "zoe@example.edu",
-                                               "Submitted for grading", "12.00", "12.00", "Yes"]
+    assert by_id["Participant 12345"][1:8] == ["Zoë O'Brien", "zoe@example.edu",
+                                               "Submitted for grading (late)", "10.80", "12.00", "Yes",
+                                               "2026-11-20T18:30:00+00:00"]
+    assert by_id["Participant 12346"][3:5] == ["Submitted for grading", "0.00"]
     assert by_id["Participant 12347"][3:5] == ["No submission", "0.00"]
     with zipfile.ZipFile(out / "lms" / "feedback.zip") as zf:
         assert sorted(zf.namelist()) == [
