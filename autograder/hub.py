@@ -555,7 +555,8 @@ def run(args) -> int:
             return 0
         who = ", ".join(hub.students + hub.instructors)
         login = (f"password {hub.password} (secrets/password)" if hub.auth == "shared" else "Unix passwords")
-        print(f"JupyterHub on {hub.url}/ : users {who}; {login}; the course: {hub.course_root}")
+        print(f"JupyterHub on {hub.url}/ : users {who}; {login}; the course: {hub.course_root}; "
+              f"formgrader in a tab of its own: {hub.url}/user/{hub.instructors[0]}/formgrader/")
         os.chdir(hub.root / "state")
         os.execv(str(Path(sys.executable).parent / "jupyterhub"), ["jupyterhub", "-f", str(hub.config_file)])
     if not args.assignment:

@@ -3,13 +3,14 @@
 
 One hub on free loopback ports, the instructor and two students: the instructor releases
 ``a1_attention_basics`` into nbgrader's exchange; alice and bob get their own single-user servers
-through the hub's REST API and fetch and submit through their servers' nbgrader endpoints (what
-the Assignments tab calls); alice hands in the solved notebook before the due date, bob a half-right
+through the hub's REST API; alice fetches and submits through her server's nbgrader endpoints
+(what the Assignments tab calls), bob logs in with the lab password in Chromium and uses the
+Assignments tab itself; alice hands in the solved notebook before the due date, bob a half-right
 one after it (nbgrader's late penalty takes his score); the instructor collects, ``attnkit grade`` grades the collected folder, the
 feedback goes back through the exchange and each student fetches their own.
 
-Skipped only where ``configurable-http-proxy`` or bubblewrap is missing (``make venv`` installs
-both).
+Skipped only where ``configurable-http-proxy``, bubblewrap or Chromium is missing (``make venv``
+installs all three).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import browser_check as web
 import pytest
 
 from autograder.exchange import collect, release_assignment, release_feedback, set_due_date
@@ -37,6 +39,7 @@ needs_proxy = pytest.mark.skipif(
     find_proxy() is None, reason="configurable-http-proxy not found (make venv installs it into .venv/node)")
 needs_bwrap = pytest.mark.skipif(bwrap_path() is None,
                                  reason="bubblewrap not found (make venv installs it as root)")
+needs_browser = pytest.mark.skipif(web.missing() is not None, reason=str(web.missing()))
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
@@ -55,10 +58,34 @@ def _limits(pid: int) -> dict[str, str]:
     return {line[:26].strip(): line[26:47].strip() for line in lines}
 
 
+def _fetch_and_submit_in_a_browser(hub: Hub, user: str, answer: Path) -> None:
+    """Log in as ``user`` in Chromium, Nbgrader > Assignment List, Fetch, put ``answer`` in the
+    fetched notebook's place (the student's work), Submit; the page must then list the submission."""
+    with web.chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(hub.url + "/hub/login")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", hub.password)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        page.click("text=Nbgrader")
+        page.click("text=Assignment List")
+        page.click("button:has-text('Fetch')", timeout=60_000)
+        page.wait_for_selector("button:has-text('Submit')", timeout=60_000)
+        fetched = hub.home(user) / A / f"{A}.ipynb"
+        assert fetched.exists(), f"Fetch in the Assignments tab did not put {fetched} in place"
+        shutil.copyfile(answer, fetched)
+        page.click("button:has-text('Submit')")
+        # the submission is listed, with its time and a Fetch Feedback button
+        page.wait_for_selector("button:has-text('Fetch Feedback')", timeout=60_000)
+        web.shot(page, f"hub_{user}_submitted")
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("hub")
 @needs_proxy
 @needs_bwrap
+@needs_browser
 def test_course_on_jupyterhub(tmp_path):
     start = time.perf_counter()
     hub = Hub(tmp_path / "hub", port=free_port(), hub_port=free_port(), proxy_api_port=free_port(),
@@ -75,6 +102,7 @@ def test_course_on_jupyterhub(tmp_path):
         api = HubAPI(hub)
         api.start_servers(["alice", "bob"])
         alice, bob = (Student(api, user, api.user_token(user)) for user in ("alice", "bob"))
+        # (bob's server is started here too; he logs in to it in a browser below)
 
         # Each server runs under the spawner's limits.
         pid = api.server("alice")["state"]["pid"]
@@ -92,11 +120,10 @@ def test_course_on_jupyterhub(tmp_path):
         due = now.replace(microsecond=0) + dt.timedelta(seconds=1)
         set_due_date(course, A, due.isoformat(), course_id=COURSE)
 
-        # bob fetches, puts in a half-right answer and submits after the due date.
-        assert _status(bob.fetch(COURSE, A)) == {A: "fetched"}
-        shutil.copyfile(sample_path(A, "partial"), hub.home("bob") / A / f"{A}.ipynb")
+        # bob does it in a browser, as a student would: he logs in with the lab password, opens
+        # the Assignments tab, fetches, puts in a half-right answer and submits after the due date.
         time.sleep(max(0.0, (due - dt.datetime.now(dt.timezone.utc)).total_seconds() + 0.05))
-        assert _status(bob.submit(COURSE, A)) == {A: "submitted"}
+        _fetch_and_submit_in_a_browser(hub, "bob", sample_path(A, "partial"))
         inbound = sorted(p.name.split("+")[0] for p in (hub.exchange / COURSE / "inbound").iterdir())
         assert inbound == ["alice", "bob"], inbound
 
