@@ -11,10 +11,20 @@ student whose submission it grades.
 from __future__ import annotations
 
 import shutil
+import stat
 from pathlib import Path
 
 from .config import COURSE_ID
-from .hub import _HUB_MARK, Hub, make_exchange
+
+EXCHANGE_MODE = 0o777 | stat.S_ISVTX  # nbgrader: everyone writes, only owners delete
+_HUB_MARK = "# --- attnkit hub: the exchange (autograder/hub.py) ---"
+
+
+def make_exchange(path: Path) -> Path:
+    """nbgrader's exchange folder: world-writable with the sticky bit (mode 1777)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(EXCHANGE_MODE)  # chmod, not mkdir's mode: the umask would take bits off
+    return path
 
 
 def _api(course_root: Path):
@@ -31,7 +41,7 @@ def _check(result: dict, what: str) -> dict:
     return result
 
 
-def stage_hub_course(hub: Hub, assignment: str) -> Path:
+def stage_hub_course(hub: "Hub", assignment: str) -> Path:  # hub.Hub (hub.py imports this module)
     """The instructor's course directory with ``source/<a>/<a>.ipynb`` and a config that also
     names the exchange; the gradebook ``gradebook.db`` lists the hub's students."""
     from .assignments import spec_for
@@ -49,7 +59,7 @@ c.ExchangeCollect.check_owner = {hub.spawner != "lab"!r}  # LabSpawner: all subm
     return course
 
 
-def release_assignment(hub: Hub, assignment: str, *, due: str | None = None) -> Path:
+def release_assignment(hub: "Hub", assignment: str, *, due: str | None = None) -> Path:
     """Stage the course, ``generate_assignment``, set the due date, ``release_assignment``."""
     from nbgrader.api import Gradebook
 

@@ -39,7 +39,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -51,11 +50,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import COURSE_ID
+from .exchange import EXCHANGE_MODE, make_exchange  # noqa: F401 (EXCHANGE_MODE: hub's API too)
 
 GiB = 2**30
 ROOT = Path(__file__).resolve().parent.parent
-EXCHANGE_MODE = 0o777 | stat.S_ISVTX  # nbgrader: everyone writes, only owners delete
-_HUB_MARK = "# --- attnkit hub: the exchange (autograder/hub.py) ---"
 
 
 # ---------------------------------------------------------------- spawners with limits
@@ -374,13 +372,6 @@ def write_hub(hub: Hub) -> Path:
 def load_hub(root: Path) -> Hub:
     """The hub written at ``root`` (its ``hub.json``), for the instructor's steps."""
     return Hub(**json.loads((Path(root) / "hub.json").read_text()))
-
-
-def make_exchange(path: Path) -> Path:
-    """nbgrader's exchange folder: world-writable with the sticky bit (mode 1777)."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(EXCHANGE_MODE)  # chmod, not mkdir's mode: the umask would take bits off
-    return path
 
 
 # ---------------------------------------------------------------- running it
